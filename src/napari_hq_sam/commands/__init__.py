@@ -1,0 +1,1 @@
+"""Subcommands of the ``hqsam`` console script, one module each."""

@@ -1,0 +1,49 @@
+"""The HQ-SAM model: SAM's ``Sam`` container with an HQ decoder and encoder."""
+
+from __future__ import annotations
+
+import torch
+from segment_anything.modeling import Sam
+
+
+class HQSam(Sam):
+    """HQ-SAM: image encoder, prompt encoder and HQ mask decoder.
+
+    Parameters
+    ----------
+    model_type : str
+        Registry name of the backbone (``vit_tiny``, ``vit_b``, ``vit_l``, ``vit_h``).
+    image_encoder, prompt_encoder, mask_decoder : nn.Module
+        The encoder returns ``(embedding, early_feature)``; the decoder is a
+        :class:`~napari_hq_sam.model.hq_decoder.MaskDecoderHQ`.
+    """
+
+    def __init__(self, *, model_type: str, image_encoder, prompt_encoder, mask_decoder):
+        super().__init__(
+            image_encoder=image_encoder,
+            prompt_encoder=prompt_encoder,
+            mask_decoder=mask_decoder,
+            pixel_mean=[123.675, 116.28, 103.53],
+            pixel_std=[58.395, 57.12, 57.375],
+        )
+        self.model_type = model_type
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode preprocessed images into what the decoder needs.
+
+        Parameters
+        ----------
+        images : torch.Tensor
+            (B, 3, 1024, 1024) float images, already normalised and padded with
+            :meth:`preprocess`.
+
+        Returns
+        -------
+        embeddings : torch.Tensor
+            (B, 256, 64, 64) image embeddings.
+        hq_features : torch.Tensor
+            (B, 32, 256, 256) prompt-independent HQ features.
+        """
+        embeddings, early = self.image_encoder(images)
+        return embeddings, self.mask_decoder.compute_hq_features(embeddings, early)

@@ -1,0 +1,231 @@
+"""TinyViT image encoder of Light HQ-SAM (``vit_tiny``), without ``timm``.
+
+The module tree mirrors MobileSAM's TinyViT so that the state-dict keys of the
+official ``sam_hq_vit_tiny.pth`` load strictly (``image_encoder.patch_embed.seq.0.c``,
+``image_encoder.layers.1.blocks.0.attn.qkv``, ``image_encoder.norm_head`` …).
+Only inference-relevant behaviour is implemented (no drop-path, no checkpointing).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+import torch.nn.functional as F
+from segment_anything.modeling.common import LayerNorm2d
+from torch import nn
+
+
+class Conv2dBN(nn.Sequential):
+    """Convolution without bias followed by BatchNorm; keys ``c`` and ``bn``."""
+
+    def __init__(self, in_chans, out_chans, kernel=1, stride=1, pad=0, groups=1):
+        super().__init__()
+        self.add_module("c", nn.Conv2d(in_chans, out_chans, kernel, stride, pad, groups=groups,
+                                       bias=False))
+        self.add_module("bn", nn.BatchNorm2d(out_chans))
+
+
+class PatchEmbed(nn.Module):
+    """Two stride-2 convolutions: (B, 3, 1024, 1024) -> (B, dim, 256, 256)."""
+
+    def __init__(self, in_chans: int, dim: int):
+        super().__init__()
+        self.seq = nn.Sequential(Conv2dBN(in_chans, dim // 2, 3, 2, 1), nn.GELU(),
+                                 Conv2dBN(dim // 2, dim, 3, 2, 1))
+
+    def forward(self, x):
+        return self.seq(x)
+
+
+class MBConv(nn.Module):
+    """Inverted residual block on (B, C, H, W)."""
+
+    def __init__(self, dim: int, expand_ratio: float):
+        super().__init__()
+        hidden = int(dim * expand_ratio)
+        self.conv1 = Conv2dBN(dim, hidden)
+        self.act1 = nn.GELU()
+        self.conv2 = Conv2dBN(hidden, hidden, 3, 1, 1, groups=hidden)
+        self.act2 = nn.GELU()
+        self.conv3 = Conv2dBN(hidden, dim)
+        self.act3 = nn.GELU()
+
+    def forward(self, x):
+        y = self.act2(self.conv2(self.act1(self.conv1(x))))
+        return self.act3(self.conv3(y) + x)
+
+
+class PatchMerging(nn.Module):
+    """Down-sampling between stages; returns tokens (B, H'*W', out_dim).
+
+    The merge into 320 channels keeps stride 1 (as in MobileSAM) so the final
+    feature map stays 64 x 64.
+    """
+
+    def __init__(self, resolution: tuple[int, int], dim: int, out_dim: int):
+        super().__init__()
+        self.resolution = resolution
+        stride = 1 if out_dim in (320, 448, 576) else 2
+        self.act = nn.GELU()
+        self.conv1 = Conv2dBN(dim, out_dim)
+        self.conv2 = Conv2dBN(out_dim, out_dim, 3, stride, 1, groups=out_dim)
+        self.conv3 = Conv2dBN(out_dim, out_dim)
+
+    def forward(self, x):
+        if x.ndim == 3:  # tokens (B, H*W, C) -> (B, C, H, W)
+            h, w = self.resolution
+            x = x.view(len(x), h, w, -1).permute(0, 3, 1, 2)
+        x = self.act(self.conv2(self.act(self.conv1(x))))
+        return self.conv3(x).flatten(2).transpose(1, 2)
+
+
+class Attention(nn.Module):
+    """Window attention with a learned bias per head and (|dy|, |dx|) offset."""
+
+    def __init__(self, dim: int, num_heads: int, window: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.key_dim = dim // num_heads
+        self.scale = self.key_dim**-0.5
+        self.norm = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        points = list(itertools.product(range(window), range(window)))
+        offsets: dict[tuple[int, int], int] = {}
+        idxs = []
+        for p1 in points:
+            for p2 in points:
+                off = (abs(p1[0] - p2[0]), abs(p1[1] - p2[1]))
+                idxs.append(offsets.setdefault(off, len(offsets)))
+        self.attention_biases = nn.Parameter(torch.zeros(num_heads, len(offsets)))
+        n = len(points)
+        self.register_buffer("attention_bias_idxs", torch.tensor(idxs).view(n, n),
+                             persistent=False)
+
+    def bias(self) -> torch.Tensor:
+        """Attention bias of shape (heads, N, N) for N = window**2 tokens."""
+        return self.attention_biases[:, self.attention_bias_idxs]
+
+    def forward(self, x):  # x: (B, N, C)
+        b, n, _ = x.shape
+        qkv = self.qkv(self.norm(x)).view(b, n, self.num_heads, -1)
+        q, k, v = qkv.split([self.key_dim] * 3, dim=3)
+        q, k, v = (t.permute(0, 2, 1, 3) for t in (q, k, v))
+        attn = (q @ k.transpose(-2, -1)) * self.scale + self.bias()
+        x = (attn.softmax(dim=-1) @ v).transpose(1, 2).reshape(b, n, -1)
+        return self.proj(x)
+
+
+class Mlp(nn.Module):
+    """Pre-norm MLP: LayerNorm, Linear, GELU, Linear."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+        self.act = nn.GELU()
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(self.norm(x))))
+
+
+class TinyViTBlock(nn.Module):
+    """Windowed attention, depth-wise local conv and MLP on tokens (B, H*W, C)."""
+
+    def __init__(self, dim, resolution, num_heads, window, mlp_ratio=4.0, local_conv=3):
+        super().__init__()
+        self.resolution = resolution
+        self.window = window
+        self.attn = Attention(dim, num_heads, window)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.local_conv = Conv2dBN(dim, dim, local_conv, 1, local_conv // 2, groups=dim)
+
+    def _windowed_attention(self, x):
+        h, w = self.resolution
+        b, _, c = x.shape
+        ws = self.window
+        x = x.view(b, h, w, c)
+        pad_b, pad_r = (ws - h % ws) % ws, (ws - w % ws) % ws
+        if pad_b or pad_r:  # zero tokens are normalised inside attention, as upstream
+            x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
+        ph, pw = h + pad_b, w + pad_r
+        nh, nw = ph // ws, pw // ws
+        x = x.view(b, nh, ws, nw, ws, c).transpose(2, 3).reshape(b * nh * nw, ws * ws, c)
+        x = self.attn(x)
+        x = x.view(b, nh, nw, ws, ws, c).transpose(2, 3).reshape(b, ph, pw, c)
+        return x[:, :h, :w].reshape(b, h * w, c)
+
+    def forward(self, x):
+        h, w = self.resolution
+        b, n, c = x.shape
+        x = x + self._windowed_attention(x)
+        x = self.local_conv(x.transpose(1, 2).reshape(b, c, h, w))
+        x = x.view(b, c, n).transpose(1, 2)
+        return x + self.mlp(x)
+
+
+class Stage(nn.Module):
+    """A list of ``blocks`` followed by an optional ``downsample`` (PatchMerging)."""
+
+    def __init__(self, blocks: list[nn.Module], downsample: nn.Module | None):
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+        self.downsample = downsample
+
+    def forward(self, x):
+        for block in self.blocks:
+            x = block(x)
+        return x if self.downsample is None else self.downsample(x)
+
+
+class TinyViT(nn.Module):
+    """TinyViT-5M encoder of MobileSAM / Light HQ-SAM at 1024 x 1024 input.
+
+    ``forward`` maps a normalised, padded image (B, 3, 1024, 1024) to the image
+    embedding (B, 256, 64, 64) and the early feature (B, 64, 64, 160): the output
+    of the second stage after its patch merging, which HQ-SAM fuses.
+    """
+
+    def __init__(self, *, img_size=1024, in_chans=3, embed_dims=(64, 128, 160, 320),
+                 depths=(2, 2, 6, 2), num_heads=(2, 4, 5, 10), window_sizes=(7, 7, 14, 7),
+                 mlp_ratio=4.0, mbconv_expand_ratio=4.0, local_conv_size=3, out_chans=256,
+                 num_classes=1000):
+        super().__init__()
+        self.img_size = img_size
+        self.patch_embed = PatchEmbed(in_chans, embed_dims[0])
+        res = img_size // 4
+        resolutions = [res, res // 2, res // 4, res // 4]
+        self.layers = nn.ModuleList()
+        for i, (dim, depth) in enumerate(zip(embed_dims, depths)):
+            r = (resolutions[i], resolutions[i])
+            if i == 0:
+                blocks = [MBConv(dim, mbconv_expand_ratio) for _ in range(depth)]
+            else:
+                blocks = [TinyViTBlock(dim, r, num_heads[i], window_sizes[i], mlp_ratio,
+                                       local_conv_size) for _ in range(depth)]
+            last = i == len(depths) - 1
+            down = None if last else PatchMerging(r, dim, embed_dims[i + 1])
+            self.layers.append(Stage(blocks, down))
+        # Classification head of TinyViT: unused, but part of the official files.
+        self.norm_head = nn.LayerNorm(embed_dims[-1])
+        self.head = nn.Linear(embed_dims[-1], num_classes)
+        self.neck = nn.Sequential(
+            nn.Conv2d(embed_dims[-1], out_chans, kernel_size=1, bias=False),
+            LayerNorm2d(out_chans),
+            nn.Conv2d(out_chans, out_chans, kernel_size=3, padding=1, bias=False),
+            LayerNorm2d(out_chans),
+        )
+        self.feature_size = res // 4
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(embedding (B, 256, 64, 64), early feature (B, 64, 64, 160))``."""
+        s = self.feature_size
+        x = self.layers[0](self.patch_embed(x))
+        x = self.layers[1](x)
+        early = x.view(x.shape[0], s, s, -1)
+        for layer in self.layers[2:]:
+            x = layer(x)
+        x = x.view(x.shape[0], s, s, -1).permute(0, 3, 1, 2)
+        return self.neck(x), early
