@@ -10,7 +10,8 @@ from .weights import download_checkpoint
 
 
 def load_model(model_type: str, checkpoint: str | Path | None = None,
-               device: str | None = None, progress: bool = True) -> HQSam:
+               device: str | None = None, progress: bool = True,
+               precision: str = "fp32") -> HQSam:
     """Load HQ-SAM with official weights.
 
     Parameters
@@ -24,7 +25,11 @@ def load_model(model_type: str, checkpoint: str | Path | None = None,
         ``cuda``, ``mps``, ``cpu``; None or ``auto`` picks CUDA, then MPS, then CPU.
     progress : bool
         Show a download progress bar.
+    precision : str
+        Encoder precision: ``fp32`` (exact), ``bf16`` or ``fp16``.
     """
     target = pick_device(device)
     path = checkpoint if checkpoint is not None else download_checkpoint(model_type, progress)
-    return build_hq_sam(model_type, path, device=target)
+    model = build_hq_sam(model_type, path, device=target)
+    model.precision = precision
+    return model

@@ -27,6 +27,8 @@ class HQSam(Sam):
             pixel_std=[58.395, 57.12, 57.375],
         )
         self.model_type = model_type
+        # Encoder precision: "fp32", or "bf16"/"fp16" to run the encoder under autocast.
+        self.precision = "fp32"
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -45,5 +47,8 @@ class HQSam(Sam):
         hq_features : torch.Tensor
             (B, 32, 256, 256) prompt-independent HQ features.
         """
-        embeddings, early = self.image_encoder(images)
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        with torch.autocast(images.device.type, dtype=dtype, enabled=dtype is not None):
+            embeddings, early = self.image_encoder(images)
+        embeddings, early = embeddings.float(), early.float()
         return embeddings, self.mask_decoder.compute_hq_features(embeddings, early)
