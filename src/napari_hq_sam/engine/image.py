@@ -1,0 +1,259 @@
+"""Image layout of N-D arrays and conversion of one 2D slice to the model's uint8 RGB input.
+
+Conventions
+-----------
+An N-D image is seen as *leading* axes (Z, T, ...: one 2D slice per index tuple)
+followed by the two *spatial* axes (Y, X), optionally with an RGB(A) last axis or
+a channel axis anywhere, from which one channel is chosen. The labels of an image
+have the image's shape without its RGB and channel axes (``ImageLayout.labels_shape``).
+
+Contrast limits map image values to 0..255 like a napari layer's: ``lo`` becomes 0,
+``hi`` 255, values outside are clipped. When none are given,
+:func:`default_contrast_limits` uses napari's own default: ``(0, 255)`` for uint8
+data, else the minimum and maximum of the **whole** array (or, with
+``method="percentile"``, its 0.5th and 99.5th percentiles), so every slice of a
+stack is scaled the same way.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+AXIS_LETTERS = "TCZYXS"
+PERCENTILES = (0.5, 99.5)
+
+
+@dataclass(frozen=True)
+class ImageLayout:
+    """Which axes of an N-D image are slices, space, RGB or channel.
+
+    Attributes
+    ----------
+    shape : tuple of int
+        Full shape of the image.
+    rgb : bool
+        The last axis holds RGB (3) or RGBA (4) colour.
+    channel_axis : int or None
+        Axis (non-negative) holding channels, of which ``channel`` is segmented.
+    channel : int or None
+        Index of the chosen channel along ``channel_axis``.
+    """
+
+    shape: tuple[int, ...]
+    rgb: bool = False
+    channel_axis: int | None = None
+    channel: int | None = None
+
+    @property
+    def labels_shape(self) -> tuple[int, ...]:
+        """Shape of the labels: the image's shape without RGB and channel axes."""
+        shape = list(self.shape[:-1] if self.rgb else self.shape)
+        if self.channel_axis is not None:
+            del shape[self.channel_axis]
+        return tuple(shape)
+
+    @property
+    def leading_shape(self) -> tuple[int, ...]:
+        """Shape of the leading (slice) axes, e.g. ``(Z,)`` or ``(T, Z)``; ``()`` for 2D."""
+        return self.labels_shape[:-2]
+
+    @property
+    def spatial_shape(self) -> tuple[int, int]:
+        """``(H, W)`` of one slice."""
+        return self.labels_shape[-2:]
+
+    def slice_indices(self) -> Iterator[tuple[int, ...]]:
+        """All leading index tuples in C order (``[()]`` for a 2D image)."""
+        return itertools.product(*(range(n) for n in self.leading_shape))
+
+    def check_index(self, index: tuple[int, ...]) -> tuple[int, ...]:
+        """Return ``index`` as a tuple of int, or raise a ValueError if no such slice exists."""
+        index = tuple(int(i) for i in index)
+        lead = self.leading_shape
+        if len(index) != len(lead) or any(not 0 <= i < n for i, n in zip(index, lead)):
+            raise ValueError(
+                f"slice {index} does not exist in an image whose slice axes have shape "
+                f"{lead}: check that the prompts were made on this image.")
+        return index
+
+    def take(self, image, index: tuple[int, ...]) -> np.ndarray:
+        """Read one slice as numpy: ``(H, W)`` grey, or ``(H, W, 3|4)`` when ``rgb``.
+
+        Works on numpy, dask and zarr arrays (only that slice is read).
+        """
+        index = self.check_index(index)
+        key: list = list(index)
+        if self.channel_axis is not None:
+            key.insert(self.channel_axis, self.channel)
+        return np.asarray(image[tuple(key)])
+
+
+def describe_layout(shape: tuple[int, ...], *, rgb: bool | None = None,
+                    channel_axis: int | None = None, channel: int | None = None,
+                    axes: str | None = None) -> ImageLayout:
+    """Work out the layout of an image of ``shape``.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        The image's shape.
+    rgb : bool, optional
+        Whether the last axis is RGB(A). None guesses like napari: a last axis of
+        length 3 or 4 in an image of 3 or more dimensions.
+    channel_axis, channel : int, optional
+        Axis holding channels and the channel to segment (both or neither).
+    axes : str, optional
+        Axis hint, one letter per axis from ``TCZYXS`` (``S`` = RGB samples, last),
+        e.g. ``"TCZYX"``: ``C`` sets ``channel_axis``; ``Y`` and ``X`` must be the
+        spatial axes. Needed for 5-D and larger images.
+
+    Returns
+    -------
+    ImageLayout
+    """
+    shape, ndim = tuple(int(n) for n in shape), len(shape)
+    if axes is not None:
+        rgb, channel_axis = _axes_hint(axes, ndim, rgb, channel_axis)
+    if channel_axis is not None:
+        if not -ndim <= channel_axis < ndim:
+            raise ValueError(f"channel axis {channel_axis} does not exist in a {ndim}-D image.")
+        channel_axis %= ndim
+        if channel is None:
+            raise ValueError("a channel axis was given without a channel: choose which channel "
+                             f"(0..{shape[channel_axis] - 1}) to segment.")
+        if not 0 <= channel < shape[channel_axis]:
+            raise ValueError(f"channel {channel} does not exist: the channel axis has "
+                             f"{shape[channel_axis]} channels.")
+    elif channel is not None:
+        raise ValueError("a channel was chosen without a channel axis: give the channel axis too.")
+    if rgb is None:
+        rgb = ndim >= 3 and shape[-1] in (3, 4) and channel_axis != ndim - 1
+    if rgb and channel_axis == ndim - 1:
+        raise ValueError("the last axis cannot be both RGB and the channel axis.")
+    layout = ImageLayout(shape, bool(rgb), channel_axis, channel)
+    spatial_ndim = len(layout.labels_shape)
+    if spatial_ndim < 2:
+        raise ValueError(f"an image of shape {shape} has no 2D slices to segment.")
+    if spatial_ndim > 4 and axes is None:
+        raise ValueError(
+            f"a {ndim}-D image of shape {shape} is ambiguous: give an axis hint such as "
+            "axes='TCZYX' (CLI: --axes TCZYX) or a channel axis and channel.")
+    return layout
+
+
+def _axes_hint(axes: str, ndim: int, rgb, channel_axis) -> tuple[bool, int | None]:
+    axes = axes.upper()
+    if len(axes) != ndim or set(axes) - set(AXIS_LETTERS) or len(set(axes)) != ndim:
+        raise ValueError(f"axis hint {axes!r} must name each of the image's {ndim} axes once "
+                         f"with letters from {AXIS_LETTERS}.")
+    hinted_rgb = axes.endswith("S")
+    spatial = axes.replace("S", "").replace("C", "")
+    if "S" in axes[:-1] or not spatial.endswith("YX"):
+        raise ValueError(f"axis hint {axes!r}: Y and X must be the last axes (then S for RGB).")
+    if rgb is not None and bool(rgb) != hinted_rgb:
+        raise ValueError(f"axis hint {axes!r} contradicts rgb={rgb}.")
+    hinted_channel = axes.index("C") if "C" in axes else None
+    if channel_axis is not None and hinted_channel != channel_axis % ndim:
+        raise ValueError(f"axis hint {axes!r} contradicts channel axis {channel_axis}.")
+    return hinted_rgb, hinted_channel
+
+
+def check_finite(values, where: str = "image") -> None:
+    """Raise a ValueError if ``values`` holds NaN or infinite numbers."""
+    values = np.asarray(values)
+    if values.dtype.kind in "fc" and not np.isfinite(values).all():
+        raise ValueError(f"{where} contains NaN or infinite values: replace them (e.g. with "
+                         "numpy.nan_to_num) or crop them away before segmenting.")
+
+
+def default_contrast_limits(image, method: str = "minmax") -> tuple[float, float]:
+    """Contrast limits from the data, the same for every slice of ``image``.
+
+    Parameters
+    ----------
+    image : array-like
+        The whole image (numpy, dask or zarr); its RGB/channel axes are included.
+    method : str
+        ``"minmax"``: napari's default, ``(0, 255)`` for uint8 and bool data, else the
+        minimum and maximum of the array. ``"percentile"``: its 0.5th and 99.5th
+        percentiles (robust to a few hot pixels; reads the data into memory).
+
+    Returns
+    -------
+    (lo, hi) : tuple of float
+    """
+    dtype = np.dtype(image.dtype)
+    if dtype in (np.uint8, np.bool_):
+        return 0.0, 255.0 if dtype == np.uint8 else 1.0
+    if method == "minmax":
+        lo, hi = _reduce(image, "min"), _reduce(image, "max")
+    elif method == "percentile":
+        lo, hi = np.percentile(np.asarray(image), PERCENTILES)
+    else:
+        raise ValueError(f"unknown contrast method {method!r}: use 'minmax' or 'percentile'.")
+    check_finite(np.array([lo, hi], dtype=float))
+    return float(lo), float(hi)
+
+
+def _reduce(image, how: str) -> float:
+    if hasattr(image, "dask") or type(image).__module__.startswith("dask"):
+        return float(getattr(image, how)().compute())
+    if isinstance(image, np.ndarray):
+        return float(getattr(image, how)())
+    # zarr and other lazy arrays: reduce along the first axis, one block at a time.
+    return float(getattr(np, how)([getattr(np.asarray(image[i]), how)()
+                                   for i in range(image.shape[0])]))
+
+
+def to_model_image(slice_, contrast_limits: tuple[float, float] | None = None,
+                   *, rgb: bool | None = None) -> np.ndarray:
+    """Convert one slice to what the model takes: uint8 ``(H, W, 3)``.
+
+    Parameters
+    ----------
+    slice_ : array-like
+        ``(H, W)`` grey of any numeric dtype (uint8/16, signed, float, bool), or
+        ``(H, W, 3|4)`` RGB(A) (alpha is dropped).
+    contrast_limits : (lo, hi), optional
+        Values mapped to 0 and 255 (clipped outside). None: ``(0, 255)`` for uint8
+        data, else this slice's own min/max (give the stack's limits from
+        :func:`default_contrast_limits` to scale all slices alike).
+    rgb : bool, optional
+        Whether the last axis is colour; None: 3-D input is colour.
+
+    Returns
+    -------
+    np.ndarray
+        ``(H, W, 3)`` uint8.
+
+    Raises
+    ------
+    ValueError
+        On NaN/inf values, a wrong number of dimensions or inverted limits.
+    """
+    data = np.asarray(slice_)
+    rgb = data.ndim == 3 if rgb is None else rgb
+    if data.ndim != (3 if rgb else 2) or (rgb and data.shape[-1] not in (3, 4)):
+        raise ValueError(f"a slice must be (H, W) grey or (H, W, 3|4) colour, not {data.shape}.")
+    check_finite(data, "image slice")
+    if rgb:
+        data = data[..., :3]
+    if data.dtype == np.bool_:
+        data = data.astype(np.uint8)
+    if contrast_limits is None:
+        contrast_limits = (0.0, 255.0) if data.dtype == np.uint8 else (data.min(), data.max())
+    lo, hi = (float(v) for v in contrast_limits)
+    if not (np.isfinite(lo) and np.isfinite(hi)) or hi < lo:
+        raise ValueError(f"contrast limits ({lo}, {hi}) must be finite with low <= high.")
+    if data.dtype == np.uint8 and (lo, hi) == (0.0, 255.0):
+        out = data
+    else:
+        scaled = (data.astype(np.float64) - lo) / max(hi - lo, np.finfo(float).tiny) * 255.0
+        out = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    if not rgb:
+        out = np.repeat(out[..., None], 3, axis=-1)
+    return np.ascontiguousarray(out)
