@@ -1,0 +1,164 @@
+"""Segment one 2D slice: its embedding (cached), then many object prompts decoded on it.
+
+The encoder is reached through one swappable function, ``encode(model, images)``
+taking a list of uint8 ``(H, W, 3)`` images and returning a list of
+:class:`~napari_hq_sam.predictor.ImageEmbedding` (on the CPU). The default,
+:func:`encode_slices`, encodes one image at a time; a batched GPU encoder with the
+same signature can be passed instead (``SliceSegmenter(..., encode=...)``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..predictor import HQSamPredictor, ImageEmbedding
+from .cache import EmbeddingCache, image_key
+from .prompts import ObjectPrompt
+
+EncodeFn = Callable[[object, Sequence[np.ndarray]], list[ImageEmbedding]]
+
+
+def encode_slices(model, images: Sequence[np.ndarray]) -> list[ImageEmbedding]:
+    """Encode images one by one (the reference encoder).
+
+    Parameters
+    ----------
+    model : HQSam
+    images : list of np.ndarray
+        uint8 ``(H, W, 3)`` images, e.g. from :func:`~.image.to_model_image`.
+
+    Returns
+    -------
+    list of ImageEmbedding
+        One per image, on the CPU.
+    """
+    predictor = HQSamPredictor(model)
+    out = []
+    for image in images:
+        predictor.set_image(image)
+        out.append(predictor.get_image_embedding().to("cpu"))
+    return out
+
+
+@dataclass
+class SliceResult:
+    """Masks of the objects prompted on one slice.
+
+    Attributes
+    ----------
+    slice_index : tuple of int
+    object_ids : np.ndarray
+        ``(K,)`` int.
+    masks : np.ndarray
+        ``(K, H, W)`` bool.
+    scores : np.ndarray
+        ``(K,)`` SAM's predicted IoU.
+    low_res_logits : np.ndarray
+        ``(K, 1, 256, 256)``, usable as a later mask prompt.
+    """
+
+    slice_index: tuple[int, ...]
+    object_ids: np.ndarray
+    masks: np.ndarray
+    scores: np.ndarray
+    low_res_logits: np.ndarray
+
+
+class SliceSegmenter:
+    """Embeds slices (through a cache) and decodes object prompts on them.
+
+    Parameters
+    ----------
+    model : HQSam
+    cache : EmbeddingCache, optional
+        Where embeddings are looked up and stored; None keeps none.
+    encode : callable, optional
+        ``encode(model, images) -> list[ImageEmbedding]``; default :func:`encode_slices`.
+    hq_token_only : bool
+        HQ logits alone (advised for single objects) or SAM + HQ logits (default,
+        advised for scenes with many objects).
+    multimask_output : bool or None
+        None picks SAM's advice per prompt: multimask for a single point without
+        box or mask, single-mask otherwise.
+
+    Attributes
+    ----------
+    computed, reused : int
+        Embeddings computed by the encoder / taken from the cache so far.
+    """
+
+    def __init__(self, model, *, cache: EmbeddingCache | None = None,
+                 encode: EncodeFn | None = None, hq_token_only: bool = False,
+                 multimask_output: bool | None = None):
+        self.model = model
+        self.cache = cache
+        self.encode = encode or encode_slices
+        self.hq_token_only = hq_token_only
+        self.multimask_output = multimask_output
+        self.predictor = HQSamPredictor(model)
+        self.computed = self.reused = 0
+
+    def embeddings(self, images: Sequence[np.ndarray]) -> list[ImageEmbedding]:
+        """Embeddings of uint8 ``(H, W, 3)`` images; cache misses are encoded in one call."""
+        keys = [image_key(im) for im in images]
+        found = [self.cache.get(k) if self.cache is not None else None for k in keys]
+        missing = [i for i, e in enumerate(found) if e is None]
+        if missing:
+            new = self.encode(self.model, [images[i] for i in missing])
+            for i, embedding in zip(missing, new):
+                found[i] = embedding
+                if self.cache is not None:
+                    self.cache.put(keys[i], embedding)
+        self.computed += len(missing)
+        self.reused += len(images) - len(missing)
+        return found
+
+    def set_image(self, image: np.ndarray) -> ImageEmbedding:
+        """Make ``image`` (uint8 ``(H, W, 3)``) current, from the cache when possible."""
+        embedding = self.embeddings([image])[0]
+        self.predictor.set_image_embedding(embedding)
+        return embedding
+
+    def set_embedding(self, embedding: ImageEmbedding) -> None:
+        """Make an already computed embedding current."""
+        self.predictor.set_image_embedding(embedding)
+
+    def decode(self, prompt: ObjectPrompt) -> tuple[np.ndarray, float, np.ndarray]:
+        """One object on the current slice: ``(mask (H, W) bool, score, logits (1, 256, 256))``."""
+        multimask = self.multimask_output
+        if multimask is None:
+            multimask = prompt.box is None and prompt.mask is None and len(prompt.points) == 1
+        masks, scores, low_res = self.predictor.predict(
+            point_coords=prompt.points, point_labels=prompt.labels, box=prompt.box,
+            mask_input=prompt.mask, multimask_output=multimask,
+            hq_token_only=self.hq_token_only)
+        return masks[0], float(scores[0]), low_res
+
+    def segment(self, image: np.ndarray | None, prompts: Sequence[ObjectPrompt],
+                embedding: ImageEmbedding | None = None) -> SliceResult:
+        """Masks of all ``prompts`` (all on the same slice) on ``image``.
+
+        Parameters
+        ----------
+        image : np.ndarray or None
+            uint8 ``(H, W, 3)``; may be None when ``embedding`` is given.
+        prompts : list of ObjectPrompt
+            The slice's objects, decoded in the given order.
+        embedding : ImageEmbedding, optional
+            The slice's embedding if already known.
+        """
+        if embedding is None:
+            embedding = self.set_image(image)
+        else:
+            self.set_embedding(embedding)
+        height, width = embedding.original_size
+        results = [self.decode(p) for p in prompts]
+        return SliceResult(
+            prompts[0].slice_index if prompts else (),
+            np.array([p.object_id for p in prompts], dtype=np.int64),
+            np.array([r[0] for r in results], dtype=bool).reshape(-1, height, width),
+            np.array([r[1] for r in results], dtype=np.float32),
+            np.array([r[2] for r in results], dtype=np.float32).reshape(-1, 1, 256, 256))
