@@ -1,0 +1,393 @@
+"""Automatic ("segment everything") HQ mask generation for one 2D image.
+
+A grid of single positive points is decoded in batches on one image embedding;
+candidates are filtered by predicted IoU and stability score, duplicates removed
+by box non-maximum suppression, and optionally small regions and holes cleaned
+up and the image processed again in overlapping crops. This follows the
+official HQ-SAM ``SamAutomaticMaskGenerator`` (same parameters, defaults and
+order of steps) on this project's :class:`~napari_hq_sam.predictor.HQSamPredictor`
+and Meta's ``segment_anything.utils.amg`` helpers.
+
+Decoder settings match the official generator: ``multimask_output=True`` (for
+each point SAM's best of its three multimask tokens, by predicted IoU, is
+combined with the HQ token: **one** mask per point, not three) and
+``hq_token_only=False`` (SAM + HQ logits, which the HQ-SAM authors advise for
+scenes with many objects). The score of a mask is SAM's predicted IoU.
+
+Stacks, layouts, caching and the Dask path are in :mod:`napari_hq_sam.auto_stack`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from segment_anything.utils.amg import (
+    MaskData,
+    batch_iterator,
+    batched_mask_to_box,
+    build_all_layer_point_grids,
+    calculate_stability_score,
+    generate_crop_boxes,
+    is_box_near_crop_edge,
+    mask_to_rle_pytorch,
+    rle_to_mask,
+    uncrop_boxes_xyxy,
+    uncrop_masks,
+    uncrop_points,
+)
+from torchvision.ops.boxes import batched_nms, box_area
+
+from .label_ops import masks_to_labels, remove_small_regions
+from .model import HQSam
+from .predictor import HQSamPredictor, ImageEmbedding
+
+
+class Cancelled(Exception):
+    """Raised inside a run when its ``should_stop()`` callable returned True."""
+
+
+@dataclass
+class AutoMaskConfig:
+    """Parameters of automatic mask generation; defaults are the official ones.
+
+    The official defaults were chosen for SAM ViT-H on natural images; for
+    nuclei, lower ``pred_iou_thresh``/``stability_score_thresh`` or a
+    ``min_mask_region_area`` often help.
+    """
+
+    # Points sampled along one side of the image (grid of points_per_side**2).
+    points_per_side: int = 32
+    # Points decoded at once; higher is faster on a GPU, needs more memory.
+    points_per_batch: int = 64
+    # Keep masks whose predicted IoU is above this (0 disables).
+    pred_iou_thresh: float = 0.88
+    # Keep masks whose stability score is at least this (0 disables).
+    stability_score_thresh: float = 0.95
+    # Logit offset around the 0 threshold used for the stability score.
+    stability_score_offset: float = 1.0
+    # Box IoU above which NMS drops the lower-scoring of two masks.
+    box_nms_thresh: float = 0.7
+    # Extra crop layers; layer i has (2**i)**2 crops (0: whole image only).
+    crop_n_layers: int = 0
+    # Box IoU for NMS between crops (masks from smaller crops preferred).
+    crop_nms_thresh: float = 0.7
+    # Overlap of the crops of the first layer, as a fraction of the image side.
+    crop_overlap_ratio: float = 512 / 1500
+    # Points per side in crop layer n are points_per_side / factor**n.
+    crop_n_points_downscale_factor: int = 1
+    # >0: fill holes and drop islands smaller than this many pixels, then NMS again.
+    min_mask_region_area: int = 0
+    # Official AMG decodes with multimask_output=True: SAM's best of 3 tokens + HQ.
+    multimask_output: bool = True
+    # Official AMG uses SAM + HQ logits (False), advised for many objects.
+    hq_token_only: bool = False
+
+    def __post_init__(self):
+        if self.points_per_side < 1 or self.points_per_batch < 1:
+            raise ValueError("points_per_side and points_per_batch must be at least 1")
+        if self.crop_n_layers < 0 or self.min_mask_region_area < 0:
+            raise ValueError("crop_n_layers and min_mask_region_area must not be negative")
+
+    def to_dict(self) -> dict:
+        """Plain dict of the parameters (for saving next to results)."""
+        return asdict(self)
+
+
+@dataclass
+class AutoMasks:
+    """Masks found in one image (possibly overlapping; see :meth:`to_labels`).
+
+    Attributes
+    ----------
+    rles : list of dict
+        N masks as uncompressed RLE (``segment_anything``'s format); decode one
+        with :meth:`mask`.
+    boxes : np.ndarray
+        (N, 4) float boxes, XYXY in pixels of the image.
+    predicted_iou : np.ndarray
+        (N,) SAM's predicted IoU (the score used for NMS and overlaps).
+    stability_score : np.ndarray
+        (N,) IoU of the mask thresholded at +offset and -offset.
+    points : np.ndarray
+        (N, 2) the prompt point of each mask, (X, Y) in pixels.
+    crop_boxes : np.ndarray
+        (N, 4) crop each mask came from, XYXY.
+    image_size : tuple of int
+        (H, W) of the image.
+    """
+
+    rles: list
+    boxes: np.ndarray
+    predicted_iou: np.ndarray
+    stability_score: np.ndarray
+    points: np.ndarray
+    crop_boxes: np.ndarray
+    image_size: tuple[int, int] = field(default=(0, 0))
+
+    def __len__(self) -> int:
+        return len(self.rles)
+
+    def mask(self, index: int) -> np.ndarray:
+        """(H, W) bool mask number ``index``."""
+        return rle_to_mask(self.rles[index])
+
+    def masks(self) -> np.ndarray:
+        """(N, H, W) bool array of all masks."""
+        return np.stack([self.mask(i) for i in range(len(self))]) if len(self) else \
+            np.zeros((0, *self.image_size), dtype=bool)
+
+    def to_labels(self) -> np.ndarray:
+        """(H, W) ``uint32`` labels: one id per mask, higher predicted IoU wins overlaps."""
+        return masks_to_labels((self.mask(i) for i in range(len(self))), self.predicted_iou,
+                               self.image_size)
+
+    @classmethod
+    def from_mask_data(cls, data: MaskData, image_size: tuple[int, int]) -> AutoMasks:
+        """Build from Meta's ``MaskData`` with keys rles, boxes, iou_preds, ... ."""
+        stats = dict(data.items())
+
+        def arr(key, width=None):
+            value = stats.get(key, np.zeros((0, width) if width else (0,)))
+            return np.asarray(value.cpu() if isinstance(value, torch.Tensor) else value,
+                              dtype=float)
+        return cls(rles=list(stats.get("rles", [])),
+                   boxes=arr("boxes", 4), predicted_iou=arr("iou_preds"),
+                   stability_score=arr("stability_score"), points=arr("points", 2),
+                   crop_boxes=arr("crop_boxes", 4), image_size=tuple(image_size))
+
+
+class AutomaticMaskGenerator:
+    """Find every object of an image with a grid of point prompts.
+
+    Parameters
+    ----------
+    model : HQSam or HQSamPredictor
+        The model (a predictor is made for it) or a predictor to reuse (anything
+        with HQSamPredictor's ``set_image``, ``set_image_embedding``,
+        ``predict_torch``, ``transform``, ``device`` and ``model.mask_threshold``).
+    config : AutoMaskConfig, optional
+        Parameters; the official defaults when None.
+    """
+
+    def __init__(self, model: HQSam | HQSamPredictor, config: AutoMaskConfig | None = None):
+        self.predictor = HQSamPredictor(model) if isinstance(model, HQSam) else model
+        self.config = config or AutoMaskConfig()
+        c = self.config
+        self.point_grids = build_all_layer_point_grids(
+            c.points_per_side, c.crop_n_layers, c.crop_n_points_downscale_factor)
+
+    @property
+    def n_steps(self) -> int:
+        """Number of point batches in one image (the unit of ``progress``)."""
+        b = self.config.points_per_batch
+        return sum(-(-len(g) // b) * (4 ** i) for i, g in enumerate(self.point_grids))
+
+    @torch.no_grad()
+    def generate(self, image: np.ndarray, embedding: ImageEmbedding | None = None,
+                 should_stop: Callable[[], bool] | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> AutoMasks:
+        """Generate the masks of one image.
+
+        Parameters
+        ----------
+        image : np.ndarray
+            (H, W, 3) uint8 RGB image.
+        embedding : ImageEmbedding, optional
+            Cached embedding of the whole ``image`` (skips the encoder for the
+            first crop layer); it must come from this very image.
+        should_stop : callable, optional
+            Checked between point batches; when it returns True :class:`Cancelled`
+            is raised.
+        progress : callable, optional
+            ``progress(done, total)`` after each point batch (total: :attr:`n_steps`).
+
+        Returns
+        -------
+        AutoMasks
+            The kept masks; ``.to_labels()`` makes a labels array.
+        """
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"image must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
+        orig_size = image.shape[:2]
+        if embedding is not None and tuple(embedding.original_size) != orig_size:
+            raise ValueError(f"embedding is of an image of size {embedding.original_size}, "
+                             f"not {orig_size}")
+        crop_boxes, layer_idxs = generate_crop_boxes(orig_size, self.config.crop_n_layers,
+                                                     self.config.crop_overlap_ratio)
+        data = MaskData()
+        self._progress = _Counter(self.n_steps, should_stop, progress)
+        for crop_box, layer_idx in zip(crop_boxes, layer_idxs):
+            whole = layer_idx == 0
+            data.cat(self._process_crop(image, crop_box, layer_idx, orig_size,
+                                        embedding if whole else None))
+        if len(crop_boxes) > 1 and len(dict(data.items()).get("rles", [])):
+            data.filter(box_nms(data["boxes"], 1 / box_area(data["crop_boxes"]),
+                                self.config.crop_nms_thresh))
+        if self.config.min_mask_region_area > 0:
+            data = self._clean_small_regions(data)
+        return AutoMasks.from_mask_data(data, orig_size)
+
+    def generate_labels(self, image: np.ndarray, embedding: ImageEmbedding | None = None,
+                        **kwargs) -> np.ndarray:
+        """(H, W) ``uint32`` labels of ``image``: see :meth:`generate` and ``to_labels``."""
+        return self.generate(image, embedding, **kwargs).to_labels()
+
+    # -- steps ------------------------------------------------------------------------------
+    def _process_crop(self, image, crop_box, layer_idx, orig_size, embedding) -> MaskData:
+        x0, y0, x1, y1 = crop_box
+        crop = image[y0:y1, x0:x1, :]
+        crop_size = crop.shape[:2]
+        if embedding is not None:
+            self.predictor.set_image_embedding(embedding)
+        else:
+            self.predictor.set_image(crop)
+        points_for_crop = self.point_grids[layer_idx] * np.array(crop_size)[None, ::-1]
+        data = MaskData()
+        for (points,) in batch_iterator(self.config.points_per_batch, points_for_crop):
+            self._progress.check()
+            data.cat(self._process_batch(points, crop_size, crop_box, orig_size))
+            self._progress.step()
+        data.filter(box_nms(data["boxes"], data["iou_preds"], self.config.box_nms_thresh))
+        data["boxes"] = uncrop_boxes_xyxy(data["boxes"], crop_box)
+        data["points"] = uncrop_points(data["points"], crop_box)
+        data["crop_boxes"] = torch.tensor([crop_box] * len(data["rles"]),
+                                          dtype=torch.float).reshape(-1, 4)
+        return data
+
+    def _process_batch(self, points: np.ndarray, crop_size, crop_box, orig_size) -> MaskData:
+        predictor, c = self.predictor, self.config
+        coords = predictor.transform.apply_coords(points, crop_size)
+        in_points = torch.as_tensor(coords, dtype=torch.float, device=predictor.device)
+        in_labels = torch.ones(len(in_points), dtype=torch.int, device=predictor.device)
+        logits, iou_preds, _ = predictor.predict_torch(
+            in_points[:, None, :], in_labels[:, None], multimask_output=c.multimask_output,
+            return_logits=True, hq_token_only=c.hq_token_only)
+        data = MaskData(masks=logits.flatten(0, 1), iou_preds=iou_preds.flatten(0, 1),
+                        points=torch.as_tensor(points.repeat(logits.shape[1], axis=0)))
+        del logits
+        return filter_candidates(data, c, predictor.model.mask_threshold, crop_box, orig_size)
+
+    def _clean_small_regions(self, data: MaskData) -> MaskData:
+        nms_thresh = max(self.config.box_nms_thresh, self.config.crop_nms_thresh)
+        return clean_small_regions(data, self.config.min_mask_region_area, nms_thresh)
+
+
+class _Counter:
+    """Counts point batches, reports progress and raises :class:`Cancelled` on request."""
+
+    def __init__(self, total, should_stop, progress):
+        self.done, self.total = 0, total
+        self.should_stop, self.progress = should_stop, progress
+
+    def check(self) -> None:
+        if self.should_stop is not None and self.should_stop():
+            raise Cancelled("automatic segmentation cancelled")
+
+    def step(self) -> None:
+        self.done += 1
+        if self.progress is not None:
+            self.progress(self.done, self.total)
+
+
+def box_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """Non-maximum suppression of boxes, all of one category (torchvision's ``batched_nms``).
+
+    Parameters
+    ----------
+    boxes : torch.Tensor
+        (N, 4) XYXY boxes.
+    scores : torch.Tensor
+        (N,) scores; of two boxes with IoU above ``iou_threshold`` the lower goes.
+    iou_threshold : float
+
+    Returns
+    -------
+    torch.Tensor
+        int64 indices of the kept boxes, in order of decreasing score.
+    """
+    boxes = torch.as_tensor(boxes).float()
+    scores = torch.as_tensor(scores, device=boxes.device).float()
+    return batched_nms(boxes, scores, torch.zeros(len(boxes), dtype=torch.int64,
+                                                  device=boxes.device), iou_threshold)
+
+
+def filter_candidates(data: MaskData, config: AutoMaskConfig, mask_threshold: float,
+                      crop_box: list[int], orig_size: tuple[int, int]) -> MaskData:
+    """Filter one batch of candidate masks and compress the survivors to RLE.
+
+    Parameters
+    ----------
+    data : MaskData
+        ``masks`` (B, h, w) float logits in the crop's frame, ``iou_preds`` (B,),
+        ``points`` (B, 2) XY in the crop.
+    config : AutoMaskConfig
+        Thresholds (``pred_iou_thresh``, ``stability_score_thresh``, offset).
+    mask_threshold : float
+        Logit threshold of a mask (0 for SAM).
+    crop_box : list of int
+        XYXY crop in the image; masks touching a crop edge inside the image go.
+    orig_size : tuple of int
+        (H, W) of the whole image.
+
+    Returns
+    -------
+    MaskData
+        The same ``data``, filtered, with ``stability_score``, ``boxes`` (XYXY, crop
+        frame) and ``rles`` (image frame) instead of ``masks``. Empty masks are
+        dropped too (the official code keeps them when both thresholds are 0).
+    """
+    if config.pred_iou_thresh > 0.0:
+        data.filter(data["iou_preds"] > config.pred_iou_thresh)
+    stability = calculate_stability_score(data["masks"], mask_threshold,
+                                          config.stability_score_offset)
+    data["stability_score"] = torch.nan_to_num(stability, nan=0.0)
+    if config.stability_score_thresh > 0.0:
+        data.filter(data["stability_score"] >= config.stability_score_thresh)
+    data["masks"] = data["masks"] > mask_threshold
+    data["boxes"] = batched_mask_to_box(data["masks"])
+    orig_h, orig_w = orig_size
+    near_edge = is_box_near_crop_edge(data["boxes"], crop_box, [0, 0, orig_w, orig_h])
+    empty = ~data["masks"].flatten(1).any(1)
+    data.filter(~(near_edge | empty))
+    data["rles"] = mask_to_rle_pytorch(uncrop_masks(data["masks"], crop_box, orig_h, orig_w))
+    del data["masks"]
+    return data
+
+
+def clean_small_regions(data: MaskData, min_area: int, nms_thresh: float) -> MaskData:
+    """Fill small holes, drop small islands, then NMS again preferring unchanged masks.
+
+    Parameters
+    ----------
+    data : MaskData
+        With ``rles`` (image frame) and ``boxes`` (N, 4) XYXY.
+    min_area : int
+        Holes and islands with fewer pixels are removed.
+    nms_thresh : float
+        Box IoU threshold of the final NMS.
+
+    Returns
+    -------
+    MaskData
+        Filtered ``data`` with changed masks re-encoded and their boxes updated.
+    """
+    if len(dict(data.items()).get("rles", [])) == 0:
+        return data
+    masks, unchanged = [], []
+    for rle in data["rles"]:
+        mask, changed_holes = remove_small_regions(rle_to_mask(rle), min_area, "holes")
+        mask, changed_islands = remove_small_regions(mask, min_area, "islands")
+        masks.append(torch.as_tensor(mask))
+        unchanged.append(float(not (changed_holes or changed_islands)))
+    masks = torch.stack(masks)
+    boxes = batched_mask_to_box(masks)
+    keep = box_nms(boxes, torch.as_tensor(unchanged), nms_thresh)
+    for i in keep.tolist():
+        if unchanged[i] == 0.0:
+            data["rles"][i] = mask_to_rle_pytorch(masks[i][None])[0]
+            data["boxes"][i] = boxes[i].to(data["boxes"])
+    data.filter(keep)
+    return data
