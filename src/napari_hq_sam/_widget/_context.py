@@ -1,0 +1,120 @@
+"""What the widget reads from napari before a task: image layout, slice, prompts (no Qt).
+
+Everything here runs in the GUI thread and returns plain numpy/engine objects
+that a worker thread may then use without touching napari layers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..engine.image import ImageLayout, describe_layout
+from ..engine.prompts import ObjectPrompt, group_prompts, points_table, shapes_table
+from ._layers import point_labels
+
+
+@dataclass(frozen=True)
+class ImageContext:
+    """The image layer to segment and how to read it.
+
+    Attributes
+    ----------
+    layer : napari.layers.Image
+    layout : ImageLayout
+        Slice / spatial / RGB / channel axes of ``layer.data``.
+    contrast_limits : (float, float)
+        The layer's contrast limits: what the user sees is what the model gets.
+    scale, translate : tuple of float
+        The layer's, without the channel axis: for prompt and labels layers.
+    """
+
+    layer: object
+    layout: ImageLayout
+    contrast_limits: tuple[float, float]
+    scale: tuple[float, ...]
+    translate: tuple[float, ...]
+
+    @property
+    def data(self):
+        """The image array (numpy, dask or zarr)."""
+        return self.layer.data
+
+    @property
+    def key(self) -> tuple:
+        """Identity of what the model sees: data object, channel, contrast limits."""
+        return (id(self.layer.data), self.layout.channel_axis, self.layout.channel,
+                self.contrast_limits)
+
+
+def image_context(layer, channel_axis: int | None = None,
+                  channel: int | None = None) -> ImageContext:
+    """Describe ``layer`` for the engine.
+
+    Raises
+    ------
+    ValueError
+        No image layer, or a layout the engine cannot slice (message says why).
+    """
+    if layer is None:
+        raise ValueError("No image layer: open an image (File > Open Sample > HQ-SAM for a "
+                         "sample) and choose it in the widget's 'layer' box.")
+    if getattr(layer, "multiscale", False):
+        raise ValueError(f"'{layer.name}' is multiscale; HQ-SAM segments single-scale images "
+                         "only. Load its full-resolution level as an image layer.")
+    layout = describe_layout(layer.data.shape, rgb=bool(layer.rgb), channel_axis=channel_axis,
+                             channel=channel if channel_axis is not None else None)
+    keep = [i for i in range(layer.ndim) if i != channel_axis]
+    lo, hi = (float(v) for v in layer.contrast_limits)
+    return ImageContext(layer, layout, (lo, hi), tuple(np.asarray(layer.scale)[keep]),
+                        tuple(np.asarray(layer.translate)[keep]))
+
+
+def current_index(viewer, ctx: ImageContext) -> tuple[int, ...]:
+    """Index of the displayed slice along the image's leading axes (``()`` in 2D)."""
+    position = np.asarray(ctx.layer.world_to_data(viewer.dims.point), dtype=float)
+    keep = [i for i in range(ctx.layer.ndim) if i != ctx.layout.channel_axis]
+    lead = np.rint(position[keep][:-2]).astype(int)
+    shape = ctx.layout.leading_shape
+    return tuple(int(np.clip(i, 0, n - 1)) for i, n in zip(lead, shape))
+
+
+def gather_prompts(points, boxes, index: tuple[int, ...] | None = None) -> list[ObjectPrompt]:
+    """Object prompts from the prompt layers (engine grouping rules), optionally of one slice.
+
+    Parameters
+    ----------
+    points : napari.layers.Points or None
+    boxes : napari.layers.Shapes or None
+    index : tuple of int, optional
+        Keep only the prompts of this slice.
+    """
+    from ..engine.prompts import PromptTable
+
+    table = PromptTable()
+    if points is not None and len(points.data):
+        features = {"label": point_labels(points)}
+        if "object" in points.features:
+            features["object"] = list(points.features["object"])
+        table = table + points_table(points.data, features)
+    if boxes is not None and len(boxes.data):
+        table = table + shapes_table(list(boxes.data), list(boxes.shape_type))
+    if index is not None:
+        table = _only_slice(table, index)
+    if not len(table.points) and not table.boxes:
+        return []
+    return group_prompts(table)
+
+
+def _only_slice(table, index: tuple[int, ...]):
+    from ..engine.prompts import PromptTable
+
+    k = len(index)
+    rows = [i for i, r in enumerate(table.points)
+            if tuple(int(round(v)) for v in r[:k]) == tuple(index)] if len(table.points) else []
+    boxes = [i for i, (s, _) in enumerate(table.boxes) if tuple(s) == tuple(index)]
+    pts = table.points[rows] if rows else np.zeros((0, table.points.shape[-1]))
+    return PromptTable(pts, table.point_labels[rows] if rows else np.zeros(0, int),
+                       [table.point_objects[i] for i in rows], [table.boxes[i] for i in boxes],
+                       [table.box_objects[i] for i in boxes])

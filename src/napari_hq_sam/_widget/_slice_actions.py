@@ -1,0 +1,185 @@
+"""Slice-level actions: live preview, segment-and-commit, refine an object, undo records."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..engine.labels import next_label_id, paste_mask, paste_masks, undo_changes
+from . import _layers, _tasks
+
+
+@dataclass(eq=False)
+class UndoRecord:
+    """One write into a labels layer, and the prompts it consumed.
+
+    Attributes
+    ----------
+    layer : napari.layers.Labels
+    changes : list of LabelChange
+        From the engine's paste functions.
+    prompts : dict or None
+        Snapshot of the prompt layers before the write (restored on undo).
+    description : str
+    """
+
+    layer: object
+    changes: list
+    prompts: dict | None
+    description: str
+
+    def undo(self, controller) -> None:
+        """Revert the labels and put the prompts back."""
+        undo_changes(self.layer.data, self.changes)
+        self.layer.refresh()
+        if self.prompts is not None:
+            _layers.restore_prompts(*controller.prompt_layers(), self.prompts)
+
+
+class SliceActions:
+    """What the slice buttons do; the controller provides layers, runner and model."""
+
+    def __init__(self, controller):
+        self.c = controller
+
+    # -- requests ---------------------------------------------------------------------------
+    def request(self, need_prompts: bool = True):
+        """``(ImageContext, SliceRequest)`` for the displayed slice and its prompts.
+
+        Raises
+        ------
+        ValueError
+            No image layer, no prompt layers/prompts (when ``need_prompts``), or a
+            prompt outside the image.
+        """
+        c = self.c
+        ctx = c.context()
+        index = c.index(ctx)
+        prompts = c.prompts(index)
+        if need_prompts and not prompts:
+            where = f" on slice {index}" if index else ""
+            hint = ("click 'Add prompt layers', then " if c.prompt_layers() == (None, None)
+                    else "")
+            raise ValueError(f"No prompts{where}: {hint}click points in 'HQ-SAM points' or "
+                             "draw a box in 'HQ-SAM boxes' first.")
+        for prompt in prompts:
+            prompt.check_bounds(*ctx.layout.spatial_shape)
+        request = _tasks.SliceRequest(ctx.data, ctx.layout, ctx.contrast_limits, index,
+                                      prompts, c.view.hq_check.isChecked())
+        return ctx, request
+
+    def _run(self, request, desc: str, on_done) -> None:
+        c = self.c
+
+        def start():
+            c.runner.start(_tasks.segment_slice_task(c.session, request), desc=desc,
+                           on_done=on_done)
+
+        c.ensure_model(start)
+
+    # -- live preview ----------------------------------------------------------------------
+    def preview(self) -> None:
+        """Segment the displayed slice into the preview layer (nothing is committed)."""
+        c = self.c
+        changed_at = c.prompts_changed_at
+        try:
+            ctx, request = self.request(need_prompts=False)
+        except ValueError as exc:
+            c.show_error(exc)
+            return
+        if not request.prompts:
+            _layers.clear_preview(c.viewer)
+            return
+
+        def done(out):
+            result, cached = out
+            _layers.show_preview(c.viewer, list(result.masks), request.index,
+                                 ctx.layout.labels_shape, ctx.scale, ctx.translate)
+            if changed_at is not None and cached:
+                c.last_click_to_mask = time.perf_counter() - changed_at
+            c.set_status(_summary("Preview", result, request.index, cached,
+                                  c.runner.last_duration))
+
+        self._run(request, f"Previewing slice {request.index or ''}".strip(), done)
+
+    # -- commit ----------------------------------------------------------------------------
+    def segment_and_commit(self) -> None:
+        """Segment the displayed slice and add its objects to the labels layer (new ids)."""
+        c = self.c
+        try:
+            ctx, request = self.request()
+        except ValueError as exc:
+            c.show_error(exc)
+            return
+        self._run(request, f"Segmenting slice {request.index or ''}".strip(),
+                  lambda out: self.commit(ctx, request, out[0], out[1]))
+
+    def commit(self, ctx, request, result, cached: bool = False) -> None:
+        """Paste ``result`` into the labels with fresh ids, consume the slice's prompts."""
+        c = self.c
+        try:
+            labels = c.labels_layer(ctx)
+        except ValueError as exc:
+            c.show_error(exc)
+            return
+        start = next_label_id(labels.data)
+        ids = [start + k for k in range(len(result.masks))]
+        changes = paste_masks(labels.data, request.index, list(result.masks), ids,
+                              overwrite=c.view.overwrite_check.isChecked())
+        labels.refresh()
+        snapshot = _layers.remove_prompts_on(*c.prompt_layers(), request.index)
+        _layers.clear_preview(c.viewer)
+        written = sorted({int(v) for ch in changes for v in np.unique(ch.after) if v in ids})
+        c.push_undo(UndoRecord(labels, changes, snapshot,
+                               f"{len(written)} object(s) on slice {request.index}"))
+        c.set_status(_summary(f"Added ids {_ids(written)} to '{labels.name}':", result,
+                              request.index, cached, c.runner.last_duration))
+
+    # -- refine ----------------------------------------------------------------------------
+    def refine(self) -> None:
+        """Re-segment one labels object on the displayed slice from its mask (mask prompt)."""
+        c = self.c
+        try:
+            ctx, request = self.request(need_prompts=False)
+            labels = c.labels_layer(ctx, create=False)
+            if labels is None:
+                raise ValueError("Choose the labels layer that holds the object to refine.")
+            object_id = c.view.refine_spin.value() or int(labels.selected_label)
+            current = np.asarray(labels.data[request.index]) == object_id
+            if not current.any():
+                raise ValueError(f"Object {object_id} is not on slice {request.index} of "
+                                 f"'{labels.name}': choose an id present on this slice.")
+            prompt = _tasks.mask_prompt(current, request.index, object_id, request.prompts)
+        except ValueError as exc:
+            c.show_error(exc)
+            return
+        request = _tasks.SliceRequest(request.data, request.layout, request.contrast_limits,
+                                      request.index, [prompt], request.hq_token_only)
+
+        def done(out):
+            result, cached = out
+            change = paste_mask(labels.data, request.index, result.masks[0], object_id,
+                                overwrite=c.view.overwrite_check.isChecked(), replace=True)
+            labels.refresh()
+            c.push_undo(UndoRecord(labels, [] if change is None else [change], None,
+                                   f"refinement of object {object_id}"))
+            c.set_status(_summary(f"Refined object {object_id}:", result, request.index,
+                                  cached, c.runner.last_duration))
+
+        self._run(request, f"Refining object {object_id}", done)
+
+
+def _ids(ids: list[int]) -> str:
+    if not ids:
+        return "none (all pixels belonged to other objects)"
+    return ", ".join(map(str, ids)) if len(ids) < 6 else f"{ids[0]}…{ids[-1]}"
+
+
+def _summary(head: str, result, index, cached: bool, seconds: float | None) -> str:
+    scores = ", ".join(f"{s:.2f}" for s in result.scores[:5])
+    where = f" slice {index}" if index else ""
+    how = "cached embedding" if cached else "new embedding"
+    took = f" in {seconds:.2f} s" if seconds is not None else ""
+    return f"{head} {len(result.masks)} object(s){where}, scores {scores} ({how}{took})."

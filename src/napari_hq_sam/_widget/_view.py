@@ -1,0 +1,159 @@
+"""The controls of the segmentation dock widget: layout only, no behaviour."""
+
+from __future__ import annotations
+
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+MODEL_CHOICES = ("vit_tiny", "vit_b", "vit_l", "vit_h")
+LOCAL_FILE = "local checkpoint file…"
+NEW_LABELS = "(new labels layer)"
+NO_CHANNEL = "none"
+HQ_TOOLTIP = ("Use the HQ token's mask alone (hq_token_only=True).\n"
+              "The HQ-SAM authors advise True for single objects and False (SAM + HQ "
+              "logits summed) for scenes with many objects.")
+
+
+def _row(*widgets) -> QWidget:
+    box = QWidget()
+    layout = QHBoxLayout(box)
+    layout.setContentsMargins(0, 0, 0, 0)
+    for w in widgets:
+        layout.addWidget(w)
+    return box
+
+
+class SegmentView(QWidget):
+    """Dock-widget controls, grouped as image, model, prompts, output and stack."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self._image_box())
+        layout.addWidget(self._model_box())
+        layout.addWidget(self._prompt_box())
+        layout.addWidget(self._output_box())
+        layout.addWidget(self._stack_box())
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.setToolTip("Stop the running task (finished slices are kept).")
+        layout.addWidget(self.cancel_button)
+        self.status = QLabel("Choose an image layer and load a model.")
+        self.status.setWordWrap(True)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+
+    def _image_box(self) -> QGroupBox:
+        box = QGroupBox("Image")
+        form = QFormLayout(box)
+        self.image_combo = QComboBox()
+        self.image_combo.setToolTip("2D (YX), 3D (ZYX), 4D (TZYX) or RGB image to segment.")
+        self.channel_axis_combo = QComboBox()
+        self.channel_axis_combo.addItem(NO_CHANNEL)
+        self.channel_axis_combo.setToolTip("Axis of the layer that holds channels, if any.")
+        self.channel_spin = QSpinBox()
+        self.channel_spin.setToolTip("Channel to segment along the channel axis.")
+        form.addRow("layer", self.image_combo)
+        form.addRow("channel axis", _row(self.channel_axis_combo, QLabel("channel"),
+                                         self.channel_spin))
+        return box
+
+    def _model_box(self) -> QGroupBox:
+        box = QGroupBox("Model")
+        form = QFormLayout(box)
+        self.model_combo = QComboBox()
+        self.model_combo.addItems([*MODEL_CHOICES, LOCAL_FILE])
+        self.model_combo.setToolTip("Official HQ-SAM weights (downloaded once and cached) or a "
+                                    "local .pth file; vit_tiny is fastest on a CPU.")
+        self.checkpoint_edit = QLineEdit()
+        self.checkpoint_edit.setPlaceholderText("path to sam_hq_vit_*.pth")
+        self.browse_button = QPushButton("…")
+        self.browse_button.setMaximumWidth(30)
+        self.device_combo = QComboBox()
+        self.precision_combo = QComboBox()
+        self.precision_combo.addItems(["fp32", "bf16", "fp16"])
+        self.precision_combo.setToolTip("Encoder precision: fp32 exact; bf16/fp16 faster on GPUs.")
+        self.hq_check = QCheckBox("HQ token only")
+        self.hq_check.setToolTip(HQ_TOOLTIP)
+        self.load_button = QPushButton("Load model")
+        self.model_status = QLabel("no model loaded")
+        form.addRow("model", self.model_combo)
+        form.addRow("file", _row(self.checkpoint_edit, self.browse_button))
+        form.addRow("device", _row(self.device_combo, QLabel("precision"),
+                                   self.precision_combo))
+        form.addRow(self.hq_check)
+        form.addRow(_row(self.load_button, self.model_status))
+        return box
+
+    def _prompt_box(self) -> QGroupBox:
+        box = QGroupBox("Prompts")
+        form = QFormLayout(box)
+        self.prompt_layers_button = QPushButton("Add prompt layers")
+        self.prompt_layers_button.setToolTip(
+            "Adds 'HQ-SAM points' (click; T toggles positive/negative) and 'HQ-SAM boxes' "
+            "(drag rectangles, one per object).")
+        self.live_check = QCheckBox("live preview")
+        self.live_check.setToolTip("Re-run the current slice whenever the prompts change; "
+                                   "the result shows in the 'HQ-SAM preview' layer.")
+        form.addRow(_row(self.prompt_layers_button, self.live_check))
+        return box
+
+    def _output_box(self) -> QGroupBox:
+        box = QGroupBox("Output")
+        form = QFormLayout(box)
+        self.labels_combo = QComboBox()
+        self.labels_combo.setToolTip("Labels layer that receives the objects (one id each).")
+        self.overwrite_check = QCheckBox("overwrite other objects")
+        self.overwrite_check.setToolTip("Off: new objects only fill background pixels.")
+        self.segment_button = QPushButton("Segment slice → labels")
+        self.segment_button.setToolTip("Segment the current slice from its prompts and add "
+                                       "the objects to the labels layer (Shift+S on a prompt "
+                                       "layer).")
+        self.undo_button = QPushButton("Undo")
+        self.undo_button.setToolTip("Take back the last write into the labels (Shift+U).")
+        self.refine_spin = QSpinBox()
+        self.refine_spin.setRange(0, 2**31 - 1)
+        self.refine_spin.setSpecialValueText("selected")
+        self.refine_spin.setToolTip("Object id to refine (0: the labels layer's selected label).")
+        self.refine_button = QPushButton("Refine object")
+        self.refine_button.setToolTip("Use the object's mask on this slice (with any prompts "
+                                      "on it) as a mask prompt and replace it by the result.")
+        form.addRow("labels", self.labels_combo)
+        form.addRow(self.overwrite_check)
+        form.addRow(_row(self.segment_button, self.undo_button))
+        form.addRow(_row(QLabel("object"), self.refine_spin, self.refine_button))
+        return box
+
+    def _stack_box(self) -> QGroupBox:
+        box = QGroupBox("Stack")
+        form = QFormLayout(box)
+        self.stack_button = QPushButton("Segment all prompted slices")
+        self.threshold_spin = QDoubleSpinBox()
+        self.threshold_spin.setRange(0.0, 1.0)
+        self.threshold_spin.setSingleStep(0.05)
+        self.threshold_spin.setValue(0.5)
+        self.threshold_spin.setToolTip("Propagation stops where the predicted IoU score drops "
+                                       "below this value or the mask vanishes.")
+        self.propagate_button = QPushButton("Propagate through z")
+        self.propagate_button.setToolTip("Propagate the object (from the current slice's prompts, "
+                                         "or the chosen object id) up and down the stack.")
+        form.addRow(self.stack_button)
+        form.addRow("min score", _row(self.threshold_spin, self.propagate_button))
+        return box
+
+    def action_buttons(self) -> list[QPushButton]:
+        """Buttons disabled while a task runs."""
+        return [self.load_button, self.segment_button, self.undo_button, self.refine_button,
+                self.stack_button, self.propagate_button]
