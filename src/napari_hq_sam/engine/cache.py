@@ -97,8 +97,9 @@ class EmbeddingCache:
 
     Parameters
     ----------
-    signature : dict
-        From :func:`model_signature`; entries of other models are refused.
+    signature : dict or None
+        From :func:`model_signature`; entries of other models are refused. None is
+        allowed for a memory-only cache that lives as long as one model.
     max_items : int
         Embeddings kept in memory (about 12 MB each).
     directory : str or Path, optional
@@ -110,9 +111,12 @@ class EmbeddingCache:
         Counters of :meth:`get` results.
     """
 
-    def __init__(self, signature: dict, *, max_items: int = 8,
+    def __init__(self, signature: dict | None = None, *, max_items: int = 8,
                  directory: str | Path | None = None):
-        self.signature = dict(signature)
+        if signature is None and directory is not None:
+            raise ValueError("an on-disk embedding cache needs a model signature "
+                             "(napari_hq_sam.engine.cache.model_signature).")
+        self.signature = None if signature is None else dict(signature)
         self.max_items = int(max_items)
         self.directory = None if directory is None else Path(directory)
         self._memory: OrderedDict[str, ImageEmbedding] = OrderedDict()

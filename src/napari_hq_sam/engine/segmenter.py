@@ -74,7 +74,7 @@ class SliceSegmenter:
     ----------
     model : HQSam
     cache : EmbeddingCache, optional
-        Where embeddings are looked up and stored; None keeps none.
+        Where embeddings are looked up and stored; None keeps the last 8 in memory.
     encode : callable, optional
         ``encode(model, images) -> list[ImageEmbedding]``; default :func:`encode_slices`.
     hq_token_only : bool
@@ -94,7 +94,7 @@ class SliceSegmenter:
                  encode: EncodeFn | None = None, hq_token_only: bool = False,
                  multimask_output: bool | None = None):
         self.model = model
-        self.cache = cache
+        self.cache = cache if cache is not None else EmbeddingCache(max_items=8)
         self.encode = encode or encode_slices
         self.hq_token_only = hq_token_only
         self.multimask_output = multimask_output
@@ -104,14 +104,13 @@ class SliceSegmenter:
     def embeddings(self, images: Sequence[np.ndarray]) -> list[ImageEmbedding]:
         """Embeddings of uint8 ``(H, W, 3)`` images; cache misses are encoded in one call."""
         keys = [image_key(im) for im in images]
-        found = [self.cache.get(k) if self.cache is not None else None for k in keys]
+        found = [self.cache.get(k) for k in keys]
         missing = [i for i, e in enumerate(found) if e is None]
         if missing:
             new = self.encode(self.model, [images[i] for i in missing])
             for i, embedding in zip(missing, new):
                 found[i] = embedding
-                if self.cache is not None:
-                    self.cache.put(keys[i], embedding)
+                self.cache.put(keys[i], embedding)
         self.computed += len(missing)
         self.reused += len(images) - len(missing)
         return found
