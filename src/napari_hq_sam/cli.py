@@ -15,6 +15,7 @@ from . import __version__
 SUBCOMMAND_MODULES = (
     "download",
     "info",
+    "segment",
 )
 
 # Errors a user can fix: printed as one clear line, exit status 2, no traceback.

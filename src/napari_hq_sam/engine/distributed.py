@@ -68,7 +68,7 @@ def load_spec_model(spec: ModelSpec):
             if spec.adapter is not None:
                 from ..adapters import load_adapter
 
-                load_adapter(model, spec.adapter)
+                load_adapter(model, spec.adapter, base_checkpoint=spec.checkpoint)
             cache = None
             if spec.cache_dir is not None:
                 signature = model_signature(model, spec.checkpoint, spec.adapter)

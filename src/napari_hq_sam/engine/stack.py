@@ -89,7 +89,7 @@ def prepare_run(image, prompts: Sequence[ObjectPrompt], *, layout: ImageLayout |
     layout = layout or describe_layout(image.shape, **layout_kwargs)
     check_prompts(prompts, layout)
     if contrast_limits is None:
-        contrast_limits = default_contrast_limits(_selected_channel(image, layout))
+        contrast_limits = default_contrast_limits(selected_channel(image, layout))
     if labels is None:
         labels = np.zeros(layout.labels_shape, labels_dtype(prompts))
     elif tuple(labels.shape) != layout.labels_shape:
@@ -98,7 +98,8 @@ def prepare_run(image, prompts: Sequence[ObjectPrompt], *, layout: ImageLayout |
     return layout, contrast_limits, labels
 
 
-def _selected_channel(image, layout: ImageLayout):
+def selected_channel(image, layout: ImageLayout):
+    """``image`` restricted to the chosen channel (lazily for dask), for contrast limits."""
     if layout.channel_axis is None:
         return image
     key = [slice(None)] * len(layout.shape)

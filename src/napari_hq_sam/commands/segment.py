@@ -1,0 +1,165 @@
+"""``hqsam segment IMAGE --prompts FILE --model MODEL --out OUT``: headless stack segmentation."""
+
+from __future__ import annotations
+
+MODEL_CHOICES = ("vit_tiny", "vit_b", "vit_l", "vit_h")
+
+
+def register(subparsers) -> None:
+    import argparse
+
+    p = subparsers.add_parser(
+        "segment", help="segment the prompted slices of an image stack into labels",
+        description="Segment every prompted 2D slice of an image (TIFF, zarr, npy) from "
+        "prompt files (napari CSV exports of Points/Shapes layers, or JSON) into a labels "
+        "image of the image's shape, one id per object.")
+    p.add_argument("image", help="image file: .tif, .tiff, .zarr or .npy")
+    p.add_argument("--prompts", action="append", required=True, metavar="FILE",
+                   help="prompt file (.csv saved from a napari Points/Shapes layer, or .json); "
+                   "repeat for several files")
+    p.add_argument("--model", required=True, choices=MODEL_CHOICES, help="HQ-SAM model type")
+    p.add_argument("--checkpoint", metavar="FILE",
+                   help="checkpoint file (default: the official one, downloaded once)")
+    p.add_argument("--out", required=True, metavar="OUT", help="labels output: .tif or .zarr")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("--device", help="cuda, mps or cpu (default: best available)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                   help="encoder precision (default fp32)")
+    p.add_argument("--adapter", metavar="FILE", help="HQ adapter file to load into the model")
+    p.add_argument("--cache", metavar="DIR",
+                   help="zarr folder caching embeddings: reruns reuse them, killed runs resume")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, metavar="N", help="run on a local Dask cluster")
+    where.add_argument("--scheduler", metavar="ADDRESS", help="join a Dask scheduler")
+    p.add_argument("--propagate", action="store_true",
+                   help="propagate each object through z from its prompted slices")
+    p.add_argument("--score-threshold", type=float, default=0.5,
+                   help="propagation stops below this predicted IoU (default 0.5)")
+    p.add_argument("--hq-token-only", action="store_true",
+                   help="HQ mask alone (advised for single objects) instead of SAM + HQ")
+    p.add_argument("--axes", help="axis hint such as TCZYX (needed for 5-D images)")
+    p.add_argument("--channel-axis", type=int, help="axis holding channels")
+    p.add_argument("--channel", type=int, help="channel to segment along --channel-axis")
+    p.add_argument("--rgb", action=argparse.BooleanOptionalAction, default=None,
+                   help="the last axis is RGB (default: guessed from its length 3 or 4)")
+    p.add_argument("--contrast-limits", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                   help="values mapped to black and white (default: the image's min and max)")
+    p.add_argument("--contrast", choices=("minmax", "percentile"), default="minmax",
+                   help="default contrast limits: min/max or 0.5/99.5 percentiles")
+    p.add_argument("--batch-size", type=int, default=1, help="slices encoded at once")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from ..engine import io
+    from ..engine.image import default_contrast_limits, describe_layout
+    from ..engine.prompt_files import read_prompt_files
+    from ..engine.stack import prepare_run
+
+    # Everything the user can get wrong is checked before the model loads.
+    out = io.check_output(args.out, args.overwrite)
+    image = io.read_image(args.image)
+    prompts = read_prompt_files(args.prompts)
+    layout = describe_layout(image.shape, rgb=args.rgb, channel_axis=args.channel_axis,
+                             channel=args.channel, axes=args.axes)
+    limits = tuple(args.contrast_limits) if args.contrast_limits else None
+    if limits is None and args.contrast == "percentile":
+        from ..engine.stack import selected_channel
+
+        limits = default_contrast_limits(selected_channel(image, layout), "percentile")
+    layout, limits, _ = prepare_run(image, prompts, layout=layout, contrast_limits=limits,
+                                    labels=_Shape(layout.labels_shape))
+    for path in (args.checkpoint, args.adapter):
+        if path is not None and not Path(path).is_file():
+            raise FileNotFoundError(f"{path} does not exist.")
+    tmp = io.partial_path(out)
+    try:
+        labels = _empty_labels(out, tmp, layout, prompts)
+        result = _segment(args, image, prompts, layout, limits, labels)
+        if result.cancelled:
+            raise RuntimeError("the run was cancelled; nothing was written.")
+        if out.suffix.lower() == ".zarr":
+            io.commit_output(tmp, out, args.overwrite)
+        else:
+            io.write_labels(out, labels, args.overwrite)
+    finally:
+        io.remove_partial(tmp)
+    _summary(args, result, out, layout, labels)
+    return 0
+
+
+class _Shape:
+    """Stands in for the labels array when only its shape is checked."""
+
+    def __init__(self, shape):
+        self.shape = shape
+
+
+def _empty_labels(out, tmp, layout, prompts):
+    import numpy as np
+
+    from ..engine import io
+    from ..engine.stack import labels_dtype
+
+    if out.suffix.lower() == ".zarr":
+        return io.create_zarr_labels(tmp, layout.labels_shape, labels_dtype(prompts))
+    return np.zeros(layout.labels_shape, labels_dtype(prompts))
+
+
+def _spec(args):
+    from pathlib import Path
+
+    from ..engine.distributed import ModelSpec
+
+    def absolute(p):
+        return None if p is None else str(Path(p).resolve())
+
+    return ModelSpec(args.model, absolute(args.checkpoint), args.device, args.precision,
+                     absolute(args.adapter), absolute(args.cache), args.hq_token_only)
+
+
+def _segment(args, image, prompts, layout, limits, labels):
+    from tqdm import tqdm
+
+    from ..engine.distributed import segment_stack_distributed, worker_segmenter
+    from ..engine.stack import segment_stack
+
+    spec = _spec(args)
+    bar = tqdm(total=len({p.slice_index for p in prompts}), unit="slice", disable=args.quiet,
+               desc="hqsam segment")
+
+    def progress(done, total):
+        bar.total = total
+        bar.update(done - bar.n)
+
+    common = dict(layout=layout, contrast_limits=limits, labels=labels,
+                  propagate=args.propagate, score_threshold=args.score_threshold,
+                  progress=progress)
+    try:
+        if args.workers or args.scheduler:
+            import logging
+
+            # the nanny warns when it kills workers at shutdown: not news for a user
+            logging.getLogger("distributed").setLevel(logging.ERROR)
+            return segment_stack_distributed(image, prompts, spec, scheduler=args.scheduler,
+                                             n_workers=args.workers, **common)
+        segmenter = worker_segmenter(spec)
+        return segment_stack(image, prompts, segmenter=segmenter, batch_size=args.batch_size,
+                             **common)
+    finally:
+        bar.close()
+
+
+def _summary(args, result, out, layout, labels) -> None:
+    n = len(result.slices)
+    per_slice = result.seconds / n if n else 0.0
+    where = (f"{args.workers} local workers" if args.workers else
+             f"scheduler {args.scheduler}" if args.scheduler else "1 process")
+    cache = f" (cache {args.cache})" if args.cache else ""
+    print(f"segmented {n} slices, {result.objects} objects in {result.seconds:.1f} s "
+          f"({per_slice:.2f} s per slice, {where}); embeddings: {result.computed} computed, "
+          f"{result.reused} reused{cache}")
+    print(f"wrote {out}: labels {layout.labels_shape} {labels.dtype}")
