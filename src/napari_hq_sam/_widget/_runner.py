@@ -45,6 +45,8 @@ class TaskRunner:
         self._stop = threading.Event()
         self._relay = _Relay()
         self._relay.progressed.connect(self._show_progress)
+        #: Qt signal ``(done, total)``, emitted in the GUI thread as a task reports progress.
+        self.progressed = self._relay.progressed
         self._pbar = None
         self.worker = None
         self.last_duration: float | None = None

@@ -141,11 +141,12 @@ class SegmentView(QWidget):
         form = QFormLayout(box)
         self.stack_button = QPushButton("Segment all prompted slices")
         self.threshold_spin = QDoubleSpinBox()
-        self.threshold_spin.setRange(0.0, 1.0)
+        self.threshold_spin.setRange(-1.0, 1.0)
         self.threshold_spin.setSingleStep(0.05)
         self.threshold_spin.setValue(0.5)
         self.threshold_spin.setToolTip("Propagation stops where the predicted IoU score drops "
-                                       "below this value or the mask vanishes.")
+                                       "below this value or the mask vanishes (-1: only\n"
+                                       "where it vanishes).")
         self.propagate_button = QPushButton("Propagate through z")
         self.propagate_button.setToolTip("Propagate the object (from the current slice's prompts, "
                                          "or the chosen object id) up and down the stack.")

@@ -1,0 +1,239 @@
+"""The segmentation widget in a real viewer (Xvfb): slices, prompts, labels, undo, errors.
+
+Masks are compared with what the engine alone computes for the same prompts, so
+these tests check that the widget reads the right slice, prompts and contrast,
+and writes one id per object where it should.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from app_model.types import KeyBinding
+from widget_utils import box, click, dock_widget, reference, wait_idle
+
+from napari_hq_sam.engine.labels import paste_mask, paste_masks
+from napari_hq_sam.engine.prompts import ObjectPrompt
+
+STACK = slice(8, 15)  # 7 z-slices of the real nuclei stack keep the tests fast
+
+
+def expected_labels(shape, masks, ids, start=None):
+    out = np.zeros(shape, np.uint32) if start is None else start.copy()
+    paste_masks(out, (), list(masks), ids)
+    return out
+
+
+def test_point_and_box_on_2d_give_one_id_each(make_napari_viewer, qtbot, tiny_checkpoint,
+                                              nuclei2d):
+    viewer = make_napari_viewer()
+    image = viewer.add_image(nuclei2d, name="nuclei2d")
+    widget = dock_widget(viewer, tiny_checkpoint)
+    widget.prompt_layers_button.click()
+    points, boxes = widget.controller.prompt_layers()
+    points.add([[120.0, 100.0]])  # (y, x)
+    boxes.add(box(200, 200, 250, 260), shape_type="rectangle")
+    click(qtbot, widget, widget.segment_button)
+
+    labels = viewer.layers["HQ-SAM labels"]
+    ref = reference(widget, nuclei2d, image.contrast_limits, [
+        ObjectPrompt(box=[200, 200, 260, 250], object_id=1),
+        ObjectPrompt(points=[[100, 120]], labels=[1], object_id=2)])
+    assert labels.data.shape == nuclei2d.shape
+    np.testing.assert_array_equal(labels.data, expected_labels(nuclei2d.shape, ref.masks, [1, 2]))
+    assert set(np.unique(labels.data)) == {0, 1, 2}
+    assert len(points.data) == 0 and len(boxes.data) == 0  # prompts consumed
+    assert "Added ids 1, 2" in widget.status.text()
+
+
+def test_negative_point_is_sent_as_negative(make_napari_viewer, qtbot, tiny_checkpoint,
+                                            nuclei2d):
+    viewer = make_napari_viewer()
+    image = viewer.add_image(nuclei2d, name="nuclei2d")
+    widget = dock_widget(viewer, tiny_checkpoint)
+    widget.prompt_layers_button.click()
+    points, _ = widget.controller.prompt_layers()
+    points.add([[120.0, 100.0]])
+    points.selected_data = set()
+    points.keymap[KeyBinding.from_str("T")](points)  # the T key: next points are negative
+    points.add([[140.0, 160.0]])
+    assert list(points.features["label"]) == ["positive", "negative"]
+    np.testing.assert_allclose(points.face_color[1], [1, 0, 0, 1])  # negative shows red
+    click(qtbot, widget, widget.segment_button)
+
+    pts = np.array([[100, 120], [160, 140]])
+    ref = reference(widget, nuclei2d, image.contrast_limits,
+                    [ObjectPrompt(points=pts, labels=[1, 0], object_id=1)])
+    positive_only = reference(widget, nuclei2d, image.contrast_limits,
+                              [ObjectPrompt(points=pts, labels=[1, 1], object_id=1)])
+    labels = viewer.layers["HQ-SAM labels"].data
+    np.testing.assert_array_equal(labels == 1, ref.masks[0])
+    assert not np.array_equal(ref.masks[0], positive_only.masks[0])
+
+
+def test_prompts_on_3d_land_on_their_slices(make_napari_viewer, qtbot, tiny_checkpoint,
+                                            nuclei3d):
+    stack = nuclei3d[STACK]
+    viewer = make_napari_viewer()
+    image = viewer.add_image(stack, name="nuclei3d")
+    widget = dock_widget(viewer, tiny_checkpoint)
+    widget.prompt_layers_button.click()
+    points, boxes = widget.controller.prompt_layers()
+    assert points.ndim == 3 and boxes.ndim == 3
+
+    viewer.dims.set_current_step(0, 2)
+    points.add([[2, 30.0, 28.0]])
+    click(qtbot, widget, widget.segment_button)
+    viewer.dims.set_current_step(0, 5)
+    boxes.add(box(10, 12, 40, 45, lead=[5]), shape_type="rectangle")
+    boxes.keymap[KeyBinding.from_str("Shift+S")](boxes)  # the Shift+S key = the button
+    wait_idle(qtbot, widget)
+
+    labels = viewer.layers["HQ-SAM labels"].data
+    assert labels.shape == stack.shape
+    touched = [z for z in range(len(stack)) if labels[z].any()]
+    assert touched == [2, 5]
+    lims = image.contrast_limits
+    ref2 = reference(widget, stack[2], lims, [ObjectPrompt(points=[[28, 30]], labels=[1])])
+    ref5 = reference(widget, stack[5], lims, [ObjectPrompt(box=[12, 10, 45, 40])])
+    np.testing.assert_array_equal(labels[2], np.where(ref2.masks[0], 1, 0))
+    np.testing.assert_array_equal(labels[5], np.where(ref5.masks[0], 2, 0))
+
+
+def test_no_overwrite_then_undo_then_overwrite(make_napari_viewer, qtbot, tiny_checkpoint,
+                                               nuclei2d):
+    viewer = make_napari_viewer()
+    image = viewer.add_image(nuclei2d, name="nuclei2d")
+    existing = np.zeros(nuclei2d.shape, np.uint16)
+    existing[180:260, 180:240] = 7
+    target = viewer.add_labels(existing.copy(), name="mine")
+    widget = dock_widget(viewer, tiny_checkpoint)
+    widget.labels_combo.setCurrentText("mine")
+    widget.prompt_layers_button.click()
+    _, boxes = widget.controller.prompt_layers()
+    boxes.add(box(150, 150, 300, 300), shape_type="rectangle")
+    click(qtbot, widget, widget.segment_button)
+
+    ref = reference(widget, nuclei2d, image.contrast_limits,
+                    [ObjectPrompt(box=[150, 150, 300, 300])]).masks[0]
+    assert ref[180:260, 180:240].any()  # the new object does claim some of object 7
+    np.testing.assert_array_equal(target.data, expected_labels(None, [ref], [8], existing))
+    assert (target.data[180:260, 180:240] == 7).all()  # object 7 untouched
+
+    click(qtbot, widget, widget.undo_button)
+    np.testing.assert_array_equal(target.data, existing)
+    assert len(boxes.data) == 1  # the box is back
+    widget.overwrite_check.setChecked(True)
+    click(qtbot, widget, widget.segment_button)
+    expected = existing.copy()
+    expected[ref] = 8
+    np.testing.assert_array_equal(target.data, expected)
+
+
+def test_mask_prompt_refines_an_existing_object(make_napari_viewer, qtbot, tiny_checkpoint,
+                                                nuclei2d, nuclei2d_labels):
+    from napari_hq_sam._widget._tasks import mask_prompt
+
+    viewer = make_napari_viewer()
+    image = viewer.add_image(nuclei2d, name="nuclei2d")
+    gt = viewer.add_labels(nuclei2d_labels.copy(), name="ground truth")
+    object_id = int(nuclei2d_labels[256, 256]) or int(np.bincount(nuclei2d_labels.ravel())[1:]
+                                                       .argmax() + 1)
+    widget = dock_widget(viewer, tiny_checkpoint)
+    widget.labels_combo.setCurrentText("ground truth")
+    widget.refine_spin.setValue(object_id)
+    click(qtbot, widget, widget.refine_button)
+
+    seed = nuclei2d_labels == object_id
+    prompt = mask_prompt(seed, (), object_id)
+    assert prompt.mask.shape == (1, 256, 256) and prompt.box is not None
+    ref = reference(widget, nuclei2d, image.contrast_limits, [prompt]).masks[0]
+    expected = nuclei2d_labels.copy()
+    paste_mask(expected, (), ref, object_id, replace=True)
+    np.testing.assert_array_equal(gt.data, expected)
+    others = (nuclei2d_labels != object_id) & (nuclei2d_labels != 0)
+    np.testing.assert_array_equal(gt.data[others], nuclei2d_labels[others])
+    click(qtbot, widget, widget.undo_button)
+    np.testing.assert_array_equal(gt.data, nuclei2d_labels)
+
+
+def test_event_loop_runs_while_embedding(make_napari_viewer, qtbot, tiny_checkpoint, nuclei2d):
+    from qtpy.QtCore import QTimer
+
+    viewer = make_napari_viewer()
+    image = viewer.add_image(nuclei2d, name="nuclei2d")
+    image.contrast_limits = (0, 180)  # a slice no other test embedded: a cache miss
+    widget = dock_widget(viewer, tiny_checkpoint)
+    widget.prompt_layers_button.click()
+    points, _ = widget.controller.prompt_layers()
+    points.add([[300.0, 300.0]])
+    ticks = []
+    timer = QTimer()
+    timer.setInterval(20)
+    timer.timeout.connect(lambda: ticks.append(1))
+    timer.start()
+    widget.segment_button.click()
+    assert widget.controller.runner.busy  # returned at once; the work runs in a thread
+    assert not widget.segment_button.isEnabled() and widget.cancel_button.isEnabled()
+    wait_idle(qtbot, widget)
+    timer.stop()
+    seconds = widget.controller.runner.last_duration
+    assert "new embedding" in widget.status.text()
+    assert seconds > 0.2
+    assert len(ticks) >= 0.25 * seconds / 0.020, (len(ticks), seconds)
+    assert widget.segment_button.isEnabled()
+
+
+def test_errors_are_reported_not_raised(make_napari_viewer, qtbot, tiny_checkpoint, nuclei2d,
+                                        tmp_path):
+    viewer = make_napari_viewer()
+    widget = dock_widget(viewer, tiny_checkpoint)
+    widget.segment_button.click()
+    assert "No image layer" in widget.status.text()
+    widget.prompt_layers_button.click()
+    assert "No image layer" in widget.status.text()
+
+    viewer.add_image(nuclei2d, name="nuclei2d")
+    widget.segment_button.click()
+    assert "No prompts" in widget.status.text()
+    assert not widget.controller.runner.busy
+
+    bad = tmp_path / "sam_hq_vit_tiny.pth"
+    bad.write_bytes(b"this is not a checkpoint" * 100)
+    widget.checkpoint_edit.setText(str(bad))
+    click(qtbot, widget, widget.load_button)
+    assert "not a readable PyTorch checkpoint" in widget.status.text()
+    assert widget.controller.model is None
+    widget.checkpoint_edit.setText(str(tmp_path / "missing.pth"))
+    click(qtbot, widget, widget.load_button)
+    assert "not found" in widget.status.text()
+    assert widget.load_button.isEnabled() and widget.segment_button.isEnabled()
+
+
+@pytest.mark.parametrize("hq_token_only", [True])
+def test_live_preview_follows_prompts(make_napari_viewer, qtbot, tiny_checkpoint, nuclei2d,
+                                      hq_token_only):
+    viewer = make_napari_viewer()
+    image = viewer.add_image(nuclei2d, name="nuclei2d")
+    widget = dock_widget(viewer, tiny_checkpoint)
+    widget.hq_check.setChecked(hq_token_only)
+    assert "single objects" in widget.hq_check.toolTip()
+    widget.prompt_layers_button.click()
+    points, _ = widget.controller.prompt_layers()
+    widget.live_check.setChecked(True)
+    points.add([[120.0, 100.0]])
+    qtbot.waitUntil(lambda: "HQ-SAM preview" in viewer.layers, timeout=120_000)
+    wait_idle(qtbot, widget)
+    controller = widget.controller
+    controller.last_click_to_mask = None
+    points.add([[260.0, 330.0]])  # second click: the embedding is cached now
+    qtbot.waitUntil(lambda: controller.last_click_to_mask is not None, timeout=60_000)
+    wait_idle(qtbot, widget)
+
+    ref = reference(widget, nuclei2d, image.contrast_limits,
+                    [ObjectPrompt(points=[[100, 120], [330, 260]], labels=[1, 1])],
+                    hq_token_only=hq_token_only).masks[0]
+    np.testing.assert_array_equal(viewer.layers["HQ-SAM preview"].data == 1, ref)
+    assert "labels" not in [lyr.name.split()[-1] for lyr in viewer.layers]  # nothing committed
+    print(f"click-to-mask on a cached slice: {controller.last_click_to_mask * 1000:.0f} ms")
+    assert controller.last_click_to_mask < 30

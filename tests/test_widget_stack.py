@@ -1,0 +1,132 @@
+"""Stack runs and z-propagation from the widget, in a real viewer, against the engine."""
+
+from __future__ import annotations
+
+import numpy as np
+from widget_utils import box, click, dock_widget, wait_idle
+
+from napari_hq_sam.engine.prompts import ObjectPrompt
+from napari_hq_sam.engine.segmenter import SliceSegmenter
+from napari_hq_sam.engine.stack import segment_stack
+
+STACK = slice(8, 15)  # 7 z-slices of the real nuclei stack (same crop as test_widget.py)
+
+
+def engine_run(widget, stack, prompts, contrast_limits, **kwargs):
+    """The engine's own stack run with the widget's model and cache (no widget code)."""
+    controller = widget.controller
+    segmenter = SliceSegmenter(controller.model, cache=controller.session.cache)
+    return segment_stack(stack, prompts, segmenter=segmenter,
+                         contrast_limits=contrast_limits, **kwargs)
+
+
+def test_stack_run_segments_every_prompted_slice(make_napari_viewer, qtbot, tiny_checkpoint,
+                                                 nuclei3d):
+    stack = nuclei3d[STACK]
+    viewer = make_napari_viewer()
+    image = viewer.add_image(stack, name="nuclei3d")
+    widget = dock_widget(viewer, tiny_checkpoint)
+    widget.prompt_layers_button.click()
+    points, boxes = widget.controller.prompt_layers()
+    points.add([[1, 30.0, 28.0]])
+    boxes.add(box(10, 12, 40, 45, lead=[4]), shape_type="rectangle")
+    points.add([[4, 25.0, 30.0]])  # inside the box: refines that object
+    click(qtbot, widget, widget.stack_button)
+
+    labels = viewer.layers["HQ-SAM labels"].data
+    assert [z for z in range(len(stack)) if labels[z].any()] == [1, 4]
+    ref = engine_run(widget, stack, [
+        ObjectPrompt((1,), points=[[28, 30]], labels=[1], object_id=1),
+        ObjectPrompt((4,), points=[[30, 25]], labels=[1], box=[12, 10, 45, 40], object_id=2)],
+        image.contrast_limits)
+    np.testing.assert_array_equal(labels, ref.labels)
+    assert set(np.unique(labels[1])) == {0, 1} and set(np.unique(labels[4])) == {0, 2}
+    assert "Done: 2 slice(s)" in widget.status.text()
+    click(qtbot, widget, widget.undo_button)
+    assert not labels.any()
+
+
+def test_cancel_keeps_finished_slices(make_napari_viewer, qtbot, tiny_checkpoint, nuclei3d):
+    stack = nuclei3d[STACK]
+    viewer = make_napari_viewer()
+    image = viewer.add_image(stack, name="nuclei3d")
+    image.contrast_limits = (110, 300)  # slices no other test embedded: each one is slow
+    widget = dock_widget(viewer, tiny_checkpoint)
+    widget.prompt_layers_button.click()
+    points, _ = widget.controller.prompt_layers()
+    points.add([[0, 30.0, 28.0], [3, 30.0, 28.0], [6, 30.0, 28.0]])
+    runner = widget.controller.runner
+    reports = []
+
+    def cancel_on_first(done, total):
+        if total == 3:  # the stack run's reports (not the model loading's)
+            reports.append((done, total))
+            if len(reports) == 1:
+                widget.cancel_button.click()
+
+    runner.progressed.connect(cancel_on_first)
+    click(qtbot, widget, widget.stack_button)
+    runner.progressed.disconnect(cancel_on_first)
+
+    labels = viewer.layers["HQ-SAM labels"].data
+    done = [z for z in range(len(stack)) if labels[z].any()]
+    assert reports[0] == (1, 3)
+    assert done[0] == 0 and 6 not in done and len(done) < 3, done
+    assert widget.status.text().startswith("Cancelled, kept")
+    ref = engine_run(widget, stack, [ObjectPrompt((0,), points=[[28, 30]], object_id=1)],
+                     image.contrast_limits)
+    np.testing.assert_array_equal(labels[0], ref.labels[0])
+    assert len(points.data) == 3  # a stack run keeps the prompts for a rerun
+
+
+def test_propagation_follows_threshold(make_napari_viewer, qtbot, tiny_checkpoint, nuclei3d):
+    stack = nuclei3d[STACK]
+    viewer = make_napari_viewer()
+    image = viewer.add_image(stack, name="nuclei3d")
+    widget = dock_widget(viewer, tiny_checkpoint)
+    widget.prompt_layers_button.click()
+    _, boxes = widget.controller.prompt_layers()
+    viewer.dims.set_current_step(0, 3)
+
+    widget.threshold_spin.setValue(1.0)  # no predicted IoU reaches 1: the seed slice only
+    boxes.add(box(10, 12, 40, 45, lead=[3]), shape_type="rectangle")
+    click(qtbot, widget, widget.propagate_button)
+    labels = viewer.layers["HQ-SAM labels"].data
+    assert [z for z in range(len(stack)) if labels[z].any()] == [3]
+    assert len(boxes.data) == 0  # the seed prompt was consumed
+    click(qtbot, widget, widget.undo_button)
+    assert not labels.any() and len(boxes.data) == 1
+
+    widget.threshold_spin.setValue(-1.0)  # stop only where the mask vanishes
+    click(qtbot, widget, widget.propagate_button)
+    ref = engine_run(widget, stack, [ObjectPrompt((3,), box=[12, 10, 45, 40], object_id=1)],
+                     image.contrast_limits, propagate=True, score_threshold=-1.0)
+    assert len(ref.slices) > 1
+    np.testing.assert_array_equal(labels, ref.labels)
+    assert set(np.unique(labels)) == {0, 1}  # one object, one id through z
+
+
+def test_propagate_an_existing_labels_object(make_napari_viewer, qtbot, tiny_checkpoint,
+                                             nuclei3d, nuclei3d_labels):
+    stack, truth = nuclei3d[STACK], nuclei3d_labels[STACK]
+    viewer = make_napari_viewer()
+    viewer.add_image(stack, name="nuclei3d")
+    seeded = np.zeros_like(truth)
+    ids, counts = np.unique(truth[3][truth[3] > 0], return_counts=True)
+    object_id = int(ids[counts.argmax()])
+    seeded[3][truth[3] == object_id] = object_id
+    other = seeded.copy()
+    other[5, :5, :5] = 99  # another object that must stay
+    target = viewer.add_labels(other.copy(), name="seeded")
+    widget = dock_widget(viewer, tiny_checkpoint)
+    widget.labels_combo.setCurrentText("seeded")
+    widget.threshold_spin.setValue(-1.0)
+    widget.refine_spin.setValue(object_id)
+    viewer.dims.set_current_step(0, 3)
+    click(qtbot, widget, widget.propagate_button)
+
+    reached = [z for z in range(len(stack)) if (target.data[z] == object_id).any()]
+    assert 3 in reached and len(reached) > 1, reached
+    np.testing.assert_array_equal(target.data[3], other[3])  # the seed is kept as it was
+    assert (target.data[5, :5, :5] == 99).all()
+    wait_idle(qtbot, widget)
