@@ -20,7 +20,7 @@ class ShrinkingSegmenter:
         self.scores, self.z, self.prompts = scores, None, []
 
     def set_image(self, image):
-        self.z = int(round(float(image[0, 0, 0]) * (N - 1) / 255))  # the stack's slice z is constant z
+        self.z = int(round(float(image[0, 0, 0]) * (N - 1) / 255))  # slice z holds value z
 
     def decode(self, prompt):
         assert prompt.slice_index[-1] == self.z  # the image of the prompted slice was set

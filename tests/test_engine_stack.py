@@ -124,18 +124,27 @@ def test_cache_refuses_another_signature(runs):
         EmbeddingCache(other, directory=runs["folder"])
 
 
-def test_dask_local_cluster_matches_single_process(runs, prompts, nuclei3d, tiny_checkpoint):
+def test_dask_local_cluster_matches_single_process(runs, prompts, nuclei3d, tiny_checkpoint,
+                                                   monkeypatch):
     from distributed import Client, LocalCluster
 
+    import napari_hq_sam.loading
+    from napari_hq_sam.engine import distributed
     from napari_hq_sam.engine.distributed import ModelSpec, segment_stack_distributed
 
     spec = ModelSpec("vit_tiny", str(tiny_checkpoint), device="cpu")
+    distributed._MODELS.pop(spec, None)
+    loads = []
+    real_load = napari_hq_sam.loading.load_model
+    monkeypatch.setattr(napari_hq_sam.loading, "load_model",
+                        lambda *a, **k: loads.append(a) or real_load(*a, **k))
     calls = []
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
                       dashboard_address=None) as cluster, Client(cluster) as client:
         result = segment_stack_distributed(nuclei3d, prompts, spec, client=client,
                                            progress=lambda d, t: calls.append((d, t)))
     assert (result.computed, result.reused) == (3, 0)  # no cache: encoded on the workers
+    assert len(loads) == 1  # one worker, two threads, three tasks: one model load
     assert sorted(calls) == [(1, 3), (2, 3), (3, 3)]
     assert np.array_equal(result.labels, runs["resumed"][0].labels)
 

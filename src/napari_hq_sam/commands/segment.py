@@ -75,6 +75,12 @@ def run(args) -> int:
     for path in (args.checkpoint, args.adapter):
         if path is not None and not Path(path).is_file():
             raise FileNotFoundError(f"{path} does not exist.")
+    if args.adapter is not None:
+        import importlib.util
+
+        if importlib.util.find_spec("napari_hq_sam.adapters") is None:
+            raise RuntimeError("--adapter needs napari_hq_sam.adapters, missing from this "
+                               "install: upgrade napari-hq-sam.")
     tmp = io.partial_path(out)
     try:
         labels = _empty_labels(out, tmp, layout, prompts)

@@ -152,6 +152,9 @@ def segment_stack(image, prompts: Sequence[ObjectPrompt], model=None, *,
         ``progress(done, total)`` after each slice.
     should_stop : callable, optional
         ``should_stop() -> bool``, asked before each batch; True cancels the run.
+    **layout_kwargs
+        ``layout`` (an :class:`~.image.ImageLayout`), or ``rgb``, ``channel_axis``,
+        ``channel``, ``axes`` for :func:`~.image.describe_layout`.
 
     Returns
     -------
