@@ -72,6 +72,7 @@ class SegmentController:
         self.viewer.layers.events.inserted.connect(self.refresh_layers)
         self.viewer.layers.events.removed.connect(self.refresh_layers)
         self.viewer.layers.events.moved.connect(self.refresh_layers)
+        self.viewer.dims.events.current_step.connect(self._slice_changed)
         from ..device import available_devices
 
         v.device_combo.addItems(["auto", *available_devices()])
@@ -84,6 +85,7 @@ class SegmentController:
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed,
                       self.viewer.layers.events.moved):
             event.disconnect(self.refresh_layers)
+        self.viewer.dims.events.current_step.disconnect(self._slice_changed)
         for disconnect in self._prompt_disconnects:
             disconnect()
         self._prompt_disconnects.clear()
@@ -236,6 +238,11 @@ class SegmentController:
         """Prompt layers changed: schedule a live re-run if live mode is on."""
         if self.view.live_check.isChecked():
             self.prompts_changed_at = time.perf_counter()
+            self._live_timer.start()
+
+    def _slice_changed(self, event=None) -> None:
+        """Another slice is shown: in live mode, preview its prompts (or clear the preview)."""
+        if self.view.live_check.isChecked():
             self._live_timer.start()
 
     def _live_toggled(self, on: bool) -> None:

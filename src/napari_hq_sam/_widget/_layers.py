@@ -76,10 +76,10 @@ def make_boxes_layer(viewer, ndim: int, scale=None, translate=None):
 
 
 def _default_size(viewer) -> float:
-    """Point size: about 1 % of the largest displayed extent."""
+    """Point size: about 1.5 % of the largest displayed extent."""
     extent = viewer.layers.extent.world
     span = float(np.max(extent[1][-2:] - extent[0][-2:])) if len(viewer.layers) else 512.0
-    return max(span / 100.0, 1.0)
+    return max(span / 64.0, 1.0)
 
 
 def toggle_point_label(layer) -> None:
