@@ -100,3 +100,15 @@ def test_bad_input_is_refused_and_nothing_written(tmp_path, capsys, nuclei3d, ti
     assert err.startswith("hqsam segment: error:") and re.search(message, err), err
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing new, nothing partial
     assert (tmp_path / "exists.tif").read_bytes() == b"keep me"
+
+
+def test_cache_of_another_model_is_refused(tmp_path, capsys, tiny_checkpoint):
+    from napari_hq_sam.engine.cache import EmbeddingCache
+
+    signature = {"model_type": "vit_b", "checkpoint_sha256": "0" * 64, "adapter_sha256": None,
+                 "precision": "fp32", "version": "0.0.1"}
+    EmbeddingCache(signature, directory=tmp_path / "old.zarr")
+    code, _, err = _run(capsys, *_base(tiny_checkpoint, tmp_path / "o.zarr", tmp_path / "old.zarr"))
+    assert code == 2 and "holds embeddings of another model or version" in err
+    assert "model_type: vit_b in the cache vs vit_tiny now" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.zarr"]  # no output, no partial

@@ -165,7 +165,8 @@ def _summary(args, result, out, layout, labels) -> None:
     where = (f"{args.workers} local workers" if args.workers else
              f"scheduler {args.scheduler}" if args.scheduler else "1 process")
     cache = f" (cache {args.cache})" if args.cache else ""
-    print(f"segmented {n} slices, {result.objects} objects in {result.seconds:.1f} s "
+    print(f"segmented {n} slice{'s' * (n != 1)}, {result.objects} object"
+          f"{'s' * (result.objects != 1)} in {result.seconds:.1f} s "
           f"({per_slice:.2f} s per slice, {where}); embeddings: {result.computed} computed, "
           f"{result.reused} reused{cache}")
     print(f"wrote {out}: labels {layout.labels_shape} {labels.dtype}")
