@@ -54,6 +54,16 @@ def test_readme_example_then_workers_identical(tiny_checkpoint, cache_dir, tmp_p
     assert code == 0, err
     assert "2 local workers" in out and _embeddings(out) == (0, 2)
     assert np.array_equal(tifffile.imread(tmp_path / "w.tif"), labels)
+    # joining a running scheduler (here an in-process one)
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                      dashboard_address=None) as cluster:
+        code, out, err = _run(capsys, *_base(tiny_checkpoint, tmp_path / "s.tif", cache_dir,
+                                             "--scheduler", cluster.scheduler_address))
+    assert code == 0, err
+    assert f"scheduler {cluster.scheduler_address}" in out and _embeddings(out) == (0, 2)
+    assert np.array_equal(tifffile.imread(tmp_path / "s.tif"), labels)
     # zarr output, JSON prompts: object 3 as a JSON box gives the same pixels
     (tmp_path / "p.json").write_text(json.dumps(
         {"prompts": [{"slice": [20], "box": [26, 14, 48, 34], "object": 3}]}))
@@ -64,7 +74,8 @@ def test_readme_example_then_workers_identical(tiny_checkpoint, cache_dir, tmp_p
     assert _embeddings(out) == (0, 1)
     stored = zarr.open_array(str(tmp_path / "o.zarr"), mode="r")[...]
     assert np.array_equal(stored, np.where(labels == 3, 3, 0))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.zarr", "out.tif", "p.json", "w.tif"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.zarr", "out.tif", "p.json", "s.tif",
+                                                          "w.tif"]
 
 
 def _bad_files(tmp, nuclei3d):
