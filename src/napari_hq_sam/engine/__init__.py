@@ -11,4 +11,5 @@ Submodules (import them directly; nothing here imports Qt):
 - :mod:`.stack`: :func:`~.stack.segment_stack` over all prompted slices of an N-D image.
 - :mod:`.propagate`: through-z propagation of an object's mask.
 - :mod:`.distributed`: the same stack run on a Dask cluster.
+- :mod:`.io`: reading images (TIFF, zarr, npy), writing labels through a temporary name.
 """
