@@ -204,6 +204,7 @@ def test_errors_are_reported_not_raised(make_napari_viewer, qtbot, tiny_checkpoi
     click(qtbot, widget, widget.load_button)
     assert "not a readable PyTorch checkpoint" in widget.status.text()
     assert widget.controller.model is None
+    assert widget.model_status.text() == "no model loaded"
     widget.checkpoint_edit.setText(str(tmp_path / "missing.pth"))
     click(qtbot, widget, widget.load_button)
     assert "not found" in widget.status.text()
@@ -237,3 +238,20 @@ def test_live_preview_follows_prompts(make_napari_viewer, qtbot, tiny_checkpoint
     assert "labels" not in [lyr.name.split()[-1] for lyr in viewer.layers]  # nothing committed
     print(f"click-to-mask on a cached slice: {controller.last_click_to_mask * 1000:.0f} ms")
     assert controller.last_click_to_mask < 30
+
+
+def test_closing_the_widget_mid_task_is_quiet(make_napari_viewer, qtbot, tiny_checkpoint,
+                                             nuclei2d):
+    viewer = make_napari_viewer()
+    viewer.add_image(nuclei2d, name="nuclei2d")
+    widget = dock_widget(viewer, tiny_checkpoint)
+    runner = widget.controller.runner
+    widget.live_check.setChecked(True)
+    widget.load_button.click()
+    assert runner.busy
+    viewer.window.remove_dock_widget(widget)
+    widget.close()
+    qtbot.waitUntil(lambda: not runner.busy, timeout=120_000)
+    viewer.add_image(nuclei2d, name="another")  # layer events no longer reach the widget
+    viewer.dims.set_current_step(0, 0)
+    assert widget.controller._closed

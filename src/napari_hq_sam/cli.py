@@ -16,6 +16,7 @@ SUBCOMMAND_MODULES = (
     "download",
     "info",
     "segment",
+    "auto",
 )
 
 # Errors a user can fix: printed as one clear line, exit status 2, no traceback.

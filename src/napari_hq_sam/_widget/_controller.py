@@ -39,7 +39,7 @@ class SegmentController:
         self.last_click_to_mask: float | None = None  # seconds, prompt change -> preview
         self.prompts_changed_at: float | None = None
         self.runner = TaskRunner(self._on_busy, self.show_error)
-        self._live_timer = QTimer()
+        self._live_timer = QTimer(view)  # dies with the view: never fires into a deleted widget
         self._live_timer.setSingleShot(True)
         self._live_timer.setInterval(LIVE_DELAY_MS)
         self._live_timer.timeout.connect(self.run_live)
@@ -50,8 +50,10 @@ class SegmentController:
 
         self.slices = SliceActions(self)
         self.stacks = StackActions(self)
+        self._closed = False
         self._connect()
         self.refresh_layers()
+        view.destroyed.connect(self.close)
 
     # -- wiring ----------------------------------------------------------------------------
     def _connect(self) -> None:
@@ -78,12 +80,18 @@ class SegmentController:
         v.device_combo.addItems(["auto", *available_devices()])
         self._model_changed(v.model_combo.currentText())
 
-    def close(self) -> None:
-        """Unbind everything bound to the viewer (called from the widget's closeEvent)."""
-        self.runner.cancel()
-        self._live_timer.stop()
-        for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed,
-                      self.viewer.layers.events.moved):
+    def close(self, *_) -> None:
+        """Unbind everything bound to the viewer (closeEvent, or the view's destruction)."""
+        if self._closed:
+            return
+        self._closed = True
+        self.runner.close()
+        try:
+            self._live_timer.stop()
+        except RuntimeError:  # already deleted with the view
+            pass
+        events = self.viewer.layers.events
+        for event in (events.inserted, events.removed, events.moved):
             event.disconnect(self.refresh_layers)
         self.viewer.dims.events.current_step.disconnect(self._slice_changed)
         for disconnect in self._prompt_disconnects:
@@ -236,13 +244,13 @@ class SegmentController:
     # -- live mode, undo, status ----------------------------------------------------------------
     def prompts_changed(self) -> None:
         """Prompt layers changed: schedule a live re-run if live mode is on."""
-        if self.view.live_check.isChecked():
+        if not self._closed and self.view.live_check.isChecked():
             self.prompts_changed_at = time.perf_counter()
             self._live_timer.start()
 
     def _slice_changed(self, event=None) -> None:
         """Another slice is shown: in live mode, preview its prompts (or clear the preview)."""
-        if self.view.live_check.isChecked():
+        if not self._closed and self.view.live_check.isChecked():
             self._live_timer.start()
 
     def _live_toggled(self, on: bool) -> None:
@@ -253,7 +261,7 @@ class SegmentController:
 
     def run_live(self) -> None:
         """Re-run the current slice into the preview layer (coalesces while busy)."""
-        if not self.view.live_check.isChecked():
+        if self._closed or not self.view.live_check.isChecked():
             return
         if self.runner.busy:
             self._live_pending = True
@@ -282,7 +290,10 @@ class SegmentController:
         self.view.cancel_button.setEnabled(desc is not None)
         if desc is not None:
             self.set_status(f"{desc}…")
-        elif self._live_pending:
+            return
+        if self.model is None:
+            self.view.model_status.setText("no model loaded")
+        if self._live_pending:
             self._live_pending = False
             self._live_timer.start()
 

@@ -50,6 +50,7 @@ class TaskRunner:
         self._pbar = None
         self.worker = None
         self.last_duration: float | None = None
+        self._closed = False
 
     @property
     def busy(self) -> bool:
@@ -85,17 +86,22 @@ class TaskRunner:
 
         def _finished():
             self._finished()  # the runner is free again before the callback runs
-            if outcome:
+            if outcome and not self._closed:
                 done = on_cancelled if stop.is_set() and on_cancelled is not None else on_done
                 done(outcome[0])
 
         worker.returned.connect(_returned)
-        worker.errored.connect(self._on_error)
+        worker.errored.connect(lambda exc: None if self._closed else self._on_error(exc))
         worker.finished.connect(_finished)
         self.worker = worker
         self._on_busy(desc)
         worker.start()
         return True
+
+    def close(self) -> None:
+        """Cancel the running task and drop its callbacks (the widget is going away)."""
+        self._closed = True
+        self._stop.set()
 
     def cancel(self) -> None:
         """Ask the running task to stop at its next check."""
@@ -119,7 +125,8 @@ class TaskRunner:
             self._pbar.close()
             self._pbar = None
         self.worker = None
-        self._on_busy(None)
+        if not self._closed:
+            self._on_busy(None)
 
     def wait(self, timeout: float = 60.0) -> None:
         """Block (processing Qt events) until the running task has finished; for scripts."""
