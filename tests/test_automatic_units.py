@@ -9,8 +9,8 @@ from segment_anything.utils.amg import MaskData, rle_to_mask
 from segment_anything.utils.transforms import ResizeLongestSide
 
 from napari_hq_sam.automatic import (
-    AutomaticMaskGenerator,
     AutoMaskConfig,
+    AutomaticMaskGenerator,
     Cancelled,
     box_nms,
     filter_candidates,

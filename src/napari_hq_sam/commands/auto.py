@@ -1,0 +1,147 @@
+"""``hqsam auto IMAGE --model MODEL --out OUT``: segment everything, slice by slice."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+MODEL_CHOICES = ("vit_tiny", "vit_b", "vit_l", "vit_h")
+
+# Config fields exposed as options: (field, flag, help).
+_CONFIG_OPTIONS = (
+    ("points_per_side", "--points-per-side", "grid of N x N point prompts per slice"),
+    ("points_per_batch", "--points-per-batch", "points decoded at once"),
+    ("pred_iou_thresh", "--pred-iou-thresh", "keep masks with a predicted IoU above this"),
+    ("stability_score_thresh", "--stability-thresh", "keep masks at least this stable"),
+    ("box_nms_thresh", "--nms-thresh", "box IoU above which duplicates are dropped"),
+    ("crop_n_layers", "--crop-layers", "extra layers of overlapping crops (small objects)"),
+    ("min_mask_region_area", "--min-area", "fill holes and drop islands below this area"),
+)
+
+
+def register(subparsers) -> None:
+    import argparse
+
+    from ..automatic import AutoMaskConfig
+
+    defaults = AutoMaskConfig()
+    types = {f.name: f.type for f in fields(AutoMaskConfig)}
+    p = subparsers.add_parser(
+        "auto", help="segment everything (automatic masks) into a labels TIFF",
+        description="Automatic HQ-SAM masks for every 2D slice of an image: a grid of point "
+        "prompts, filtered by predicted IoU and stability, duplicates removed by NMS; one id "
+        "per object, no overlaps. Defaults are the official HQ-SAM ones.")
+    p.add_argument("image", metavar="IMAGE", help="image file: .tif, .tiff, .zarr or .npy")
+    p.add_argument("--model", required=True, choices=MODEL_CHOICES, help="HQ-SAM model type")
+    p.add_argument("--checkpoint", metavar="FILE", help="checkpoint file (default: the "
+                   "official one, downloaded once)")
+    p.add_argument("--out", required=True, metavar="OUT", help="labels output: .tif or .zarr")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, metavar="N",
+                       help="run on a local Dask cluster of N workers (model loaded once each)")
+    where.add_argument("--scheduler", metavar="ADDRESS", help="join a Dask scheduler")
+    p.add_argument("--device", help="cuda, mps or cpu (default: best available)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                   help="encoder precision (default fp32)")
+    p.add_argument("--cache", metavar="DIR",
+                   help="zarr folder caching embeddings: reruns reuse them, killed runs resume")
+    for name, flag, text in _CONFIG_OPTIONS:
+        kind = {"int": int, "float": float}[types[name]]
+        p.add_argument(flag, dest=name, type=kind, default=getattr(defaults, name),
+                       metavar="N" if kind is int else "X",
+                       help=f"{text} (default {getattr(defaults, name):g})")
+    p.add_argument("--hq-token-only", action="store_true",
+                   help="HQ logits alone instead of SAM + HQ logits (official AMG: off)")
+    p.add_argument("--stitch", action="store_true",
+                   help="one id per object through z: join overlapping objects of "
+                   "neighbouring slices")
+    p.add_argument("--stitch-iou", type=float, default=0.5,
+                   help="minimum mask IoU to join objects of neighbouring slices (default 0.5)")
+    p.add_argument("--axes", help="axis hint such as TCZYX (needed for 5-D images)")
+    p.add_argument("--channel-axis", type=int, help="axis holding channels")
+    p.add_argument("--channel", type=int, help="channel to segment along --channel-axis")
+    p.add_argument("--rgb", action=argparse.BooleanOptionalAction, default=None,
+                   help="the last axis is RGB (default: guessed from its length 3 or 4)")
+    p.add_argument("--contrast-limits", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                   help="values mapped to black and white (default: the image's min and max)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def config_from_args(args):
+    """:class:`~napari_hq_sam.automatic.AutoMaskConfig` from parsed arguments."""
+    from ..automatic import AutoMaskConfig
+
+    values = {name: getattr(args, name) for name, _, _ in _CONFIG_OPTIONS}
+    return AutoMaskConfig(hq_token_only=args.hq_token_only, **values)
+
+
+def run(args) -> int:
+    import time
+    from pathlib import Path
+
+    from ..engine import io
+    from ..engine.image import describe_layout
+
+    # Everything the user can get wrong is checked before the model loads.
+    out = io.check_output(args.out, args.overwrite)
+    image = io.read_image(args.image)
+    layout = describe_layout(image.shape, rgb=args.rgb, channel_axis=args.channel_axis,
+                             channel=args.channel, axes=args.axes)
+    if args.checkpoint is not None and not Path(args.checkpoint).is_file():
+        raise FileNotFoundError(f"{args.checkpoint} does not exist.")
+    config = config_from_args(args)
+    start = time.perf_counter()
+    result = _segment(args, image, layout, config)
+    if result.cancelled:
+        raise RuntimeError("the run was cancelled; nothing was written.")
+    io.write_labels(out, result.labels, args.overwrite)
+    seconds = time.perf_counter() - start
+    n = len(result.finished)
+    print(f"segmented {n} slices, {result.n_objects} objects in {seconds:.1f} s "
+          f"({seconds / max(n, 1):.2f} s per slice)")
+    print(f"wrote {out}: labels {result.labels.shape} {result.labels.dtype}")
+    return 0
+
+
+def _spec(args):
+    from pathlib import Path
+
+    from ..engine.distributed import ModelSpec
+
+    def absolute(p):
+        return None if p is None else str(Path(p).resolve())
+
+    return ModelSpec(args.model, absolute(args.checkpoint), args.device, args.precision,
+                     cache_dir=absolute(args.cache), hq_token_only=args.hq_token_only)
+
+
+def _segment(args, image, layout, config):
+    from tqdm import tqdm
+
+    from ..auto_distributed import segment_everything_distributed
+    from ..auto_stack import segment_everything
+    from ..engine.distributed import worker_segmenter
+
+    spec = _spec(args)
+    bar = tqdm(total=1, disable=args.quiet, desc="hqsam auto")
+
+    def progress(done, total):
+        bar.total = total
+        bar.update(done - bar.n)
+
+    common = dict(layout=layout, contrast_limits=args.contrast_limits, stitch=args.stitch,
+                  stitch_iou=args.stitch_iou, progress=progress)
+    try:
+        if args.workers or args.scheduler:
+            import logging
+
+            logging.getLogger("distributed").setLevel(logging.ERROR)
+            bar.unit = "slice"
+            return segment_everything_distributed(image, spec, config, n_workers=args.workers,
+                                                  scheduler=args.scheduler, **common)
+        bar.unit = "batch"
+        return segment_everything(None, image, config, segmenter=worker_segmenter(spec),
+                                  **common)
+    finally:
+        bar.close()
