@@ -9,6 +9,7 @@ import torch
 from segment_anything.modeling import PromptEncoder, TwoWayTransformer
 
 from .checkpoint import load_checkpoint
+from .fast import accelerate_encoder
 from .hq_decoder import MaskDecoderHQ
 from .hq_sam import HQSam
 from .tiny_vit import TinyViT
@@ -47,7 +48,7 @@ def check_model_type(model_type: str) -> str:
 
 
 def build_hq_sam(model_type: str, checkpoint: str | Path | None = None,
-                 device: str | torch.device = "cpu") -> HQSam:
+                 device: str | torch.device = "cpu", fast: bool = True) -> HQSam:
     """Build an HQ-SAM model in eval mode.
 
     Parameters
@@ -59,6 +60,10 @@ def build_hq_sam(model_type: str, checkpoint: str | Path | None = None,
         ``weights_only=True``. None gives random weights (for tests).
     device : str or torch.device
         Where to put the model.
+    fast : bool
+        Switch the encoder to its inference fast path (fused attention; for
+        TinyViT, BatchNorm folded at inference). Same weights, state-dict keys and
+        function (see :mod:`napari_hq_sam.model.fast`); False keeps Meta's modules.
 
     Returns
     -------
@@ -84,5 +89,7 @@ def build_hq_sam(model_type: str, checkpoint: str | Path | None = None,
     )
     if checkpoint is not None:
         load_checkpoint(model, checkpoint, model_type)
+    if fast:
+        accelerate_encoder(model.image_encoder)
     model.requires_grad_(False)
     return model.to(device).eval()

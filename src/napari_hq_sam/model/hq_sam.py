@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from segment_anything.modeling import Sam
 
+from .fast import cast_copy, check_precision
+
 
 class HQSam(Sam):
     """HQ-SAM: image encoder, prompt encoder and HQ mask decoder.
@@ -27,7 +29,8 @@ class HQSam(Sam):
             pixel_std=[58.395, 57.12, 57.375],
         )
         self.model_type = model_type
-        # Encoder precision: "fp32", or "bf16"/"fp16" to run the encoder under autocast.
+        # Encoder precision: "fp32" (exact), or "bf16"/"fp16" to run the encoder under
+        # autocast with pre-cast weights (napari_hq_sam.model.fast); the decoder stays fp32.
         self.precision = "fp32"
 
     @torch.no_grad()
@@ -47,8 +50,12 @@ class HQSam(Sam):
         hq_features : torch.Tensor
             (B, 32, 256, 256) prompt-independent HQ features.
         """
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
-        with torch.autocast(images.device.type, dtype=dtype, enabled=dtype is not None):
+        dtype = check_precision(self.precision)
+        if dtype == torch.float32:
             embeddings, early = self.image_encoder(images)
-        embeddings, early = embeddings.float(), early.float()
+        else:
+            encoder = cast_copy(self, self.image_encoder, dtype)
+            with torch.autocast(images.device.type, dtype=dtype):
+                embeddings, early = encoder(images)
+            embeddings, early = embeddings.float(), early.float()
         return embeddings, self.mask_decoder.compute_hq_features(embeddings, early)

@@ -1,0 +1,146 @@
+"""Encode many 2D slices, several per batch on GPUs, halving the batch on out-of-memory.
+
+:func:`encode_slices` has the ``encode(model, images)`` signature of the engine's
+swappable encoder (:mod:`napari_hq_sam.engine.segmenter`). Each slice gives the
+same :class:`~napari_hq_sam.predictor.ImageEmbedding` as ``HQSamPredictor.set_image``
+(same resizing, normalisation and padding), whatever the batch size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from segment_anything.utils.transforms import ResizeLongestSide
+
+from .predictor import ImageEmbedding
+
+# Rough peak GPU memory of one 1024 x 1024 slice through the encoder in fp32 (GiB),
+# activations only; bf16/fp16 take about half. Underestimates are caught by the
+# out-of-memory halving, so these only pick a good first batch size.
+_GIB_PER_SLICE = {"vit_tiny": 0.45, "vit_b": 0.6, "vit_l": 0.9, "vit_h": 1.1}
+MAX_BATCH = 32
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """Device of the model's parameters."""
+    return next(model.parameters()).device
+
+
+def auto_batch_size(model, device: torch.device | None = None, free_bytes: int | None = None,
+                    fraction: float = 0.7) -> int:
+    """Batch size for :func:`encode_slices` from the device's free memory.
+
+    Parameters
+    ----------
+    model : HQSam
+        Gives the backbone (``model_type``) and precision.
+    device : torch.device, optional
+        Defaults to the model's device. CPUs (and MPS) get 1: batching does not
+        speed up their encoders, and 1 keeps the peak memory lowest.
+    free_bytes : int, optional
+        Free memory to plan with; default ``torch.cuda.mem_get_info``.
+    fraction : float
+        Share of the free memory the batch may use.
+
+    Returns
+    -------
+    int
+        Between 1 and ``MAX_BATCH``.
+    """
+    device = model_device(model) if device is None else torch.device(device)
+    if device.type != "cuda":
+        return 1
+    if free_bytes is None:
+        free_bytes, _ = torch.cuda.mem_get_info(device)
+    per_slice = _GIB_PER_SLICE.get(getattr(model, "model_type", ""), 1.2) * 2**30
+    if getattr(model, "precision", "fp32") != "fp32":
+        per_slice /= 2
+    return int(max(1, min(MAX_BATCH, fraction * free_bytes // per_slice)))
+
+
+def prepare_batch(model, images: Sequence[np.ndarray], transform: ResizeLongestSide,
+                  device: torch.device) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    """Resize, normalise and pad uint8 (H, W, 3) images as ``SamPredictor.set_image`` does.
+
+    Returns
+    -------
+    batch : torch.Tensor
+        (B, 3, 1024, 1024) float32 on ``device``.
+    input_sizes : list of tuple of int
+        (h, w) of each resized image before padding.
+    """
+    tensors, sizes = [], []
+    for image in images:
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError("encode_slices takes uint8 (H, W, 3) images; got "
+                             f"{image.dtype} {image.shape}.")
+        resized = torch.as_tensor(transform.apply_image(image), device=device)
+        resized = resized.permute(2, 0, 1).contiguous()[None]
+        sizes.append(tuple(resized.shape[-2:]))
+        tensors.append(model.preprocess(resized))
+    return torch.cat(tensors), sizes
+
+
+def _encode_batch(model, images, transform, device, to_cpu) -> list[ImageEmbedding]:
+    batch, sizes = prepare_batch(model, images, transform, device)
+    embeddings, hq_features = model.encode(batch)
+    out = []
+    for i, image in enumerate(images):
+        emb = ImageEmbedding(embeddings[i:i + 1].clone(), hq_features[i:i + 1].clone(),
+                             tuple(image.shape[:2]), sizes[i])
+        out.append(emb.to("cpu") if to_cpu else emb)
+    return out
+
+
+def encode_slices(model, images: Sequence[np.ndarray], batch_size: int | None = None,
+                  progress: Callable[[int, int], None] | None = None, *,
+                  to_cpu: bool = True) -> list[ImageEmbedding]:
+    """Encode slices in batches; halve the batch and retry when the GPU runs out of memory.
+
+    Parameters
+    ----------
+    model : HQSam
+        The model; its ``precision`` applies.
+    images : sequence of np.ndarray
+        uint8 (H, W, 3) images (sizes may differ).
+    batch_size : int, optional
+        First batch size to try; default :func:`auto_batch_size` (1 on CPUs).
+    progress : callable, optional
+        Called as ``progress(done, total)`` after each batch.
+    to_cpu : bool
+        Return the embeddings on the CPU (what the engine caches) rather than on
+        the model's device.
+
+    Returns
+    -------
+    list of ImageEmbedding
+        One per image, in order; ``embeddings`` (1, 256, 64, 64) and
+        ``hq_features`` (1, 32, 256, 256).
+
+    Raises
+    ------
+    torch.OutOfMemoryError
+        Even one slice does not fit.
+    """
+    device = model_device(model)
+    size = auto_batch_size(model, device) if batch_size is None else int(batch_size)
+    if size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+    transform = ResizeLongestSide(model.image_encoder.img_size)
+    out: list[ImageEmbedding] = []
+    while len(out) < len(images):
+        chunk = images[len(out):len(out) + size]
+        try:
+            out.extend(_encode_batch(model, chunk, transform, device, to_cpu))
+        except torch.OutOfMemoryError:
+            if size == 1:
+                raise
+            size = max(1, size // 2)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            continue
+        if progress is not None:
+            progress(len(out), len(images))
+    return out

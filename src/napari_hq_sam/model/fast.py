@@ -1,0 +1,73 @@
+"""Inference fast paths of HQ-SAM's encoders and reduced-precision encoder copies.
+
+Everything here keeps the model's parameters, state-dict keys and function:
+
+- SAM's ViT (``vit_b/l/h``): fused attention, see :mod:`.fast_vit`.
+- TinyViT (``vit_tiny``): BatchNorm folded into convolutions and cached attention
+  biases at inference, see :meth:`.tiny_vit.TinyViT.fuse`.
+- ``bf16`` / ``fp16``: the encoder runs under autocast on a copy of itself whose
+  linear and convolution weights are pre-cast to that type (so autocast does not
+  re-cast them on every call); normalisation layers and the residual stream stay
+  in fp32, as autocast intends. The copy is built once and rebuilt when a weight
+  of the encoder changes.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from .fast_vit import accelerate_vit
+from .tiny_vit import TinyViT
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def check_precision(precision: str) -> torch.dtype:
+    """dtype of a precision name, or a ValueError naming the choices."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"Unknown precision {precision!r}: choose one of "
+                         f"{', '.join(PRECISIONS)}.")
+    return PRECISIONS[precision]
+
+
+def accelerate_encoder(encoder: nn.Module) -> nn.Module:
+    """Switch an HQ-SAM image encoder to its inference fast path, in place."""
+    if isinstance(encoder, TinyViT):
+        return encoder.fuse()
+    if hasattr(encoder, "blocks"):
+        return accelerate_vit(encoder)
+    return encoder
+
+
+def _weights_key(module: nn.Module, dtype: torch.dtype) -> tuple:
+    tensors = list(module.parameters()) + list(module.buffers())
+    device = tensors[0].device if tensors else None
+    return (dtype, device, tuple(id(t) for t in tensors), tuple(t._version for t in tensors))
+
+
+_CAST_TYPES = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)
+
+
+def cast_copy(owner: nn.Module, encoder: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """A copy of ``encoder`` with linear/conv weights cast to ``dtype``, cached on ``owner``.
+
+    Run it under ``torch.autocast(..., dtype=dtype)``.
+
+    The copy is rebuilt when the encoder's parameters or buffers change (in
+    place or by replacement), move or when another dtype is asked for.
+    """
+    key = _weights_key(encoder, dtype)
+    cached = owner.__dict__.get("_cast_encoder")
+    if cached is None or cached[0] != key:
+        owner.__dict__.pop("_cast_encoder", None)
+        low = copy.deepcopy(encoder).eval()
+        low.requires_grad_(False)
+        for module in low.modules():
+            if isinstance(module, _CAST_TYPES):
+                module.to(dtype)
+        cached = (key, low)
+        owner.__dict__["_cast_encoder"] = cached
+    return cached[1]

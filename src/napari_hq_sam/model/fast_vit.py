@@ -1,0 +1,171 @@
+"""Fast inference path for SAM's ViT encoder, with the same weights and function.
+
+:func:`accelerate_vit` swaps the class of every ``Block`` and ``Attention`` of
+Meta's ``ImageEncoderViT`` for the subclasses below. Parameters, buffers and
+state-dict keys (``norm1``, ``attn.qkv``, ``attn.proj``, ``attn.rel_pos_h``,
+``attn.rel_pos_w``, ``norm2``, ``mlp``) are untouched, so the swap is invisible
+to checkpoint loading and saving. What changes:
+
+- Attention runs in ``F.scaled_dot_product_attention`` (a fused, memory-lean
+  kernel) with the decomposed relative-position bias given as its additive mask,
+  instead of materialising and soft-maxing the full attention matrix.
+- Global attention is processed in chunks of query rows, so the (heads, rows,
+  4096) bias mask stays in cache and peak memory stays small.
+- Windowed blocks compute ``qkv`` on the H x W tokens before window padding
+  (a padded token's ``qkv`` is the layer's bias, since the padding is zeros) and
+  apply ``proj`` after cropping: no work is spent on padding tokens.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from segment_anything.modeling.image_encoder import Attention, Block, get_rel_pos
+from torch import nn
+
+# Most values in the bias mask of one chunk of global attention: B x heads x
+# (rows * W) x (H * W). 2**26 gives 4 chunks of 16 rows for one vit_b slice (256 MB
+# in fp32) and bounds the memory of large GPU batches.
+MASK_BUDGET = 2**26
+
+
+def _rel_pos_bias(q: torch.Tensor, rel_h: torch.Tensor, rel_w: torch.Tensor) -> torch.Tensor:
+    """Additive decomposed relative-position bias of SAM's attention.
+
+    Parameters
+    ----------
+    q : torch.Tensor
+        (B, heads, qh, qw, d) queries (unscaled), laid out on their grid.
+    rel_h, rel_w : torch.Tensor
+        (qh, kh, d) and (qw, kw, d) relative embeddings from ``get_rel_pos``.
+
+    Returns
+    -------
+    torch.Tensor
+        (B, heads, qh * qw, kh * kw) bias: ``q . Rh[qh, kh] + q . Rw[qw, kw]``.
+    """
+    b, n, qh, qw, _ = q.shape
+    kh, kw = rel_h.shape[1], rel_w.shape[1]
+    bias_h = torch.einsum("bnhwc,hkc->bnhwk", q, rel_h)
+    bias_w = torch.einsum("bnhwc,wkc->bnhwk", q, rel_w)
+    mask = q.new_empty(b, n, qh, qw, kh, kw)
+    torch.add(bias_h.unsqueeze(-1), bias_w.unsqueeze(-2), out=mask)
+    return mask.view(b, n, qh * qw, kh * kw)
+
+
+class FastAttention(Attention):
+    """SAM's ``Attention`` (same parameters) running in ``scaled_dot_product_attention``."""
+
+    def _rel_pos(self, size: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """``get_rel_pos`` of both axes, (size, size, d) each, cached outside training."""
+        params = (self.rel_pos_h, self.rel_pos_w)
+        if self.training or torch.is_grad_enabled():
+            return tuple(get_rel_pos(size, size, p).to(dtype) for p in params)
+        key = (size, dtype, params[0].device, *(p._version for p in params))
+        cache = self.__dict__.setdefault("_rel_pos_cache", {})
+        if key not in cache:
+            cache.clear()
+            cache[key] = tuple(get_rel_pos(size, size, p).to(dtype) for p in params)
+        return cache[key]
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               grid: tuple[int, int], chunk_rows: int | None = None) -> torch.Tensor:
+        """Attention of queries on a ``grid`` of tokens with the relative-position bias.
+
+        Parameters
+        ----------
+        q, k, v : torch.Tensor
+            (B, heads, H*W, d) each; may be non-contiguous views.
+        grid : tuple of int
+            (H, W) of the token grid (queries and keys share it).
+        chunk_rows : int, optional
+            Process the queries at most this many grid rows at a time (limits the
+            mask size); all rows at once when None.
+
+        Returns
+        -------
+        torch.Tensor
+            (B, heads, H*W, d).
+        """
+        h, w = grid
+        b, n, _, d = q.shape
+        if not self.use_rel_pos:
+            return F.scaled_dot_product_attention(q, k, v)
+        if h != w:
+            raise ValueError(f"FastAttention expects a square token grid, got {h} x {w}.")
+        rel_h, rel_w = self._rel_pos(h, q.dtype)
+        q_grid = q.view(b, n, h, w, d)
+        rows = h if chunk_rows is None else max(1, min(h, chunk_rows))
+        rows = -(-h // -(-h // rows))  # equal chunks
+        out = []
+        for r in range(0, h, rows):
+            q_rows = q_grid[:, :, r:r + rows]
+            mask = _rel_pos_bias(q_rows, rel_h[r:r + rows], rel_w)
+            out.append(F.scaled_dot_product_attention(
+                q_rows.reshape(b, n, -1, d), k, v, attn_mask=mask))
+        return out[0] if len(out) == 1 else torch.cat(out, dim=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Global attention on (B, H, W, C) tokens; returns (B, H, W, C)."""
+        b, h, w, c = x.shape
+        qkv = self.qkv(x).view(b, h * w, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        per_row = b * self.num_heads * w * h * w
+        out = self.attend(q, k, v, (h, w), chunk_rows=MASK_BUDGET // per_row)
+        return self.proj(out.transpose(1, 2).reshape(b, h, w, c))
+
+    def windowed(self, x: torch.Tensor, window: int) -> torch.Tensor:
+        """Attention within non-overlapping ``window`` x ``window`` windows.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            (B, H, W, C) normalised tokens (not padded).
+        window : int
+            Window size; the grid is padded bottom/right to a multiple of it.
+
+        Returns
+        -------
+        torch.Tensor
+            (B, H, W, C), the same as Meta's partition / attention / unpartition.
+        """
+        b, h, w, c = x.shape
+        heads, d = self.num_heads, c // self.num_heads
+        qkv = self.qkv(x)
+        ph, pw = -(-h // window) * window, -(-w // window) * window
+        if (ph, pw) != (h, w):  # zero-padded tokens would give qkv == bias
+            padded = qkv.new_empty(b, ph, pw, 3 * c)
+            padded[:] = 0 if self.qkv.bias is None else self.qkv.bias.to(qkv.dtype)
+            padded[:, :h, :w] = qkv
+            qkv = padded
+        nh, nw = ph // window, pw // window
+        qkv = qkv.view(b, nh, window, nw, window, 3, heads, d)
+        qkv = qkv.permute(5, 0, 1, 3, 6, 2, 4, 7).reshape(3, b * nh * nw, heads, window**2, d)
+        out = self.attend(qkv[0], qkv[1], qkv[2], (window, window))
+        out = out.view(b, nh, nw, heads, window, window, d).permute(0, 1, 4, 2, 5, 3, 6)
+        out = out.reshape(b, ph, pw, c)[:, :h, :w]
+        return self.proj(out)
+
+
+class FastBlock(Block):
+    """SAM's ViT ``Block`` (same parameters) using :class:`FastAttention`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, H, W, C) -> (B, H, W, C)."""
+        y = self.norm1(x)
+        y = self.attn.windowed(y, self.window_size) if self.window_size > 0 else self.attn(y)
+        x = x + y
+        return x + self.mlp(self.norm2(x))
+
+
+def accelerate_vit(encoder: nn.Module) -> nn.Module:
+    """Switch the blocks of a SAM ``ImageEncoderViT`` to the fast path, in place.
+
+    Idempotent; parameters and state-dict keys do not change.
+    """
+    for block in encoder.blocks:
+        if type(block) is Block:
+            block.__class__ = FastBlock
+        if type(block.attn) is Attention:
+            block.attn.__class__ = FastAttention
+    return encoder

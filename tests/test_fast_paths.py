@@ -1,0 +1,224 @@
+"""Every fast path gives the official logits; batching equals one-by-one encoding.
+
+Fast paths: fused SDPA attention of SAM's ViT (vit_b), folded BatchNorm + cached
+attention bias + SDPA of TinyViT (vit_tiny), cast bf16/fp16 encoder copies, and
+batched encoding with out-of-memory halving. Weights are random (perturbed)
+official-format checkpoints; images are the real nuclei sample.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_hq_sam import HQSamPredictor, build_hq_sam
+from napari_hq_sam.batching import auto_batch_size, encode_slices
+from napari_hq_sam.model.checkpoint import read_state_dict
+from napari_hq_sam.model.fast_vit import FastAttention, FastBlock
+
+segment_anything_hq = pytest.importorskip("segment_anything_hq")
+
+MAX_REL_DIFF = 1e-4
+MIN_MASK_AGREEMENT = 0.9999
+MIN_LOWP_IOU = 0.99
+
+
+def _rgb(image: np.ndarray) -> np.ndarray:
+    grey = np.clip(image.astype(np.float32) / image.max() * 255.0, 0, 255).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=-1)
+
+
+def _boxes(labels: np.ndarray, count: int = 4) -> list[np.ndarray]:
+    """XYXY boxes of the ``count`` largest nuclei."""
+    ids, sizes = np.unique(labels[labels > 0], return_counts=True)
+    boxes = []
+    for i in ids[np.argsort(sizes)[::-1][:count]]:
+        ys, xs = np.nonzero(labels == i)
+        boxes.append(np.array([xs.min(), ys.min(), xs.max(), ys.max()], dtype=float))
+    return boxes
+
+
+def _logits(predictor, boxes, hq_token_only=False) -> np.ndarray:
+    out = [predictor.predict(box=b, multimask_output=False, return_logits=True,
+                             hq_token_only=hq_token_only)[0] for b in boxes]
+    return np.stack(out)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max((a | b).sum(), 1))
+
+
+@pytest.fixture(scope="module")
+def image_and_boxes(nuclei2d, nuclei2d_labels):
+    return _rgb(nuclei2d), _boxes(nuclei2d_labels)
+
+
+@pytest.fixture(scope="module")
+def official_tiny_logits(tiny_checkpoint, image_and_boxes):
+    image, boxes = image_and_boxes
+    ref = segment_anything_hq.SamPredictor(
+        segment_anything_hq.sam_model_registry["vit_tiny"](checkpoint=str(tiny_checkpoint)).eval())
+    ref.set_image(image)
+    return _logits(ref, boxes), _logits(ref, boxes, hq_token_only=True)
+
+
+def _check_against(ours_logits: np.ndarray, ref_logits: np.ndarray) -> None:
+    rel = np.abs(ours_logits - ref_logits).max() / np.abs(ref_logits).max()
+    agree = ((ours_logits > 0) == (ref_logits > 0)).mean()
+    assert rel <= MAX_REL_DIFF, f"relative logit difference {rel:.2e}"
+    assert agree >= MIN_MASK_AGREEMENT, f"mask agreement {agree:.6f}"
+
+
+def test_tiny_fused_matches_official(tiny_model, image_and_boxes, official_tiny_logits):
+    image, boxes = image_and_boxes
+    assert all(m.fused for m in tiny_model.image_encoder.modules() if hasattr(m, "fused"))
+    ours = HQSamPredictor(tiny_model)
+    ours.set_image(image)
+    _check_against(_logits(ours, boxes), official_tiny_logits[0])
+    _check_against(_logits(ours, boxes, hq_token_only=True), official_tiny_logits[1])
+
+
+def test_fused_state_dict_is_the_file(tiny_model, tiny_checkpoint, official_tiny_logits):
+    """Folding is a cache: the state dict keeps the official keys and values."""
+    state, file_state = tiny_model.state_dict(), read_state_dict(tiny_checkpoint, "vit_tiny")
+    assert state.keys() == file_state.keys()
+    assert all(torch.equal(state[k], file_state[k]) for k in state)
+
+
+def test_tiny_fold_follows_weight_changes(tiny_checkpoint):
+    """Changing a BatchNorm in place (e.g. loading other weights) refreshes the fold."""
+    fast = build_hq_sam("vit_tiny", tiny_checkpoint)
+    plain = build_hq_sam("vit_tiny", tiny_checkpoint, fast=False)
+    x = torch.randn(1, 3, 1024, 1024, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        fast.image_encoder(x)  # fills the caches
+        for model in (fast, plain):
+            model.image_encoder.patch_embed.seq[0].bn.running_var.mul_(2.0)
+            model.image_encoder.layers[1].blocks[0].attn.attention_biases.add_(0.5)
+        a, b = fast.image_encoder(x)[0], plain.image_encoder(x)[0]
+    assert (a - b).abs().max() / b.abs().max() < 1e-5
+
+
+def test_tiny_training_mode_uses_batchnorm(tiny_checkpoint):
+    """Outside inference the plain modules run, so gradients reach the BatchNorm."""
+    model = build_hq_sam("vit_tiny", tiny_checkpoint)
+    conv = model.image_encoder.patch_embed.seq[0]
+    conv.bn.weight.requires_grad_(True)
+    conv(torch.randn(1, 3, 32, 32)).sum().backward()
+    assert conv.bn.weight.grad is not None
+
+
+def test_vit_b_fast_attention_matches_official(vit_b_checkpoint, image_and_boxes):
+    image, boxes = image_and_boxes
+    boxes = boxes[:3]
+    model = build_hq_sam("vit_b", vit_b_checkpoint)
+    assert all(type(b) is FastBlock and type(b.attn) is FastAttention
+               for b in model.image_encoder.blocks)
+    ours = HQSamPredictor(model)
+    ours.set_image(image)
+    ours_logits = _logits(ours, boxes)
+    del ours, model
+    ref = segment_anything_hq.SamPredictor(
+        segment_anything_hq.sam_model_registry["vit_b"](checkpoint=str(vit_b_checkpoint)).eval())
+    ref.set_image(image)
+    _check_against(ours_logits, _logits(ref, boxes))
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_reduced_precision_mask_agreement(tiny_model, image_and_boxes, official_tiny_logits,
+                                          precision):
+    image, boxes = image_and_boxes
+    ours = HQSamPredictor(tiny_model)
+    tiny_model.precision = precision
+    try:
+        ours.set_image(image)
+    finally:
+        tiny_model.precision = "fp32"
+    assert ours.features.dtype == torch.float32  # the decoder stays in fp32
+    masks, ref_masks = _logits(ours, boxes) > 0, official_tiny_logits[0] > 0
+    ious = [_iou(a, b) for a, b in zip(masks, ref_masks)]
+    assert np.mean(ious) >= MIN_LOWP_IOU and min(ious) >= MIN_LOWP_IOU - 0.02, ious
+    # the fp32 weights are untouched and still give the exact result
+    ours.set_image(image)
+    _check_against(_logits(ours, boxes), official_tiny_logits[0])
+
+
+def test_unknown_precision_is_refused(tiny_model):
+    tiny_model.precision = "int8"
+    try:
+        with pytest.raises(ValueError, match="bf16"):
+            tiny_model.encode(torch.zeros(1, 3, 1024, 1024))
+    finally:
+        tiny_model.precision = "fp32"
+
+
+@pytest.fixture(scope="module")
+def slices(nuclei2d):
+    rgb = _rgb(nuclei2d)
+    return [rgb[:200, :260], rgb[100:300, 50:310], rgb[256:, 256:]]
+
+
+@pytest.fixture(scope="module")
+def one_by_one(tiny_model, slices):
+    predictor = HQSamPredictor(tiny_model)
+    out = []
+    for image in slices:
+        predictor.set_image(image)
+        out.append(predictor.get_image_embedding())
+    return out
+
+
+def _same(got, expected) -> None:
+    for emb, ref in zip(got, expected, strict=True):
+        assert emb.original_size == ref.original_size and emb.input_size == ref.input_size
+        assert emb.embeddings.shape == (1, 256, 64, 64)
+        assert emb.hq_features.shape == (1, 32, 256, 256)
+        for a, b in ((emb.embeddings, ref.embeddings), (emb.hq_features, ref.hq_features)):
+            assert (a - b).abs().max() <= 1e-4 * b.abs().max()
+
+
+def test_encode_slices_equals_one_by_one(tiny_model, slices, one_by_one):
+    seen = []
+    batched = encode_slices(tiny_model, slices, batch_size=2,
+                            progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(2, 3), (3, 3)]
+    _same(batched, one_by_one)
+
+
+def test_encode_slices_halves_batch_on_out_of_memory(tiny_model, slices, one_by_one,
+                                                     monkeypatch):
+    real_encode, sizes = tiny_model.encode, []
+
+    def small_gpu_encode(batch):
+        sizes.append(len(batch))
+        if len(batch) > 2:
+            raise torch.OutOfMemoryError("fake: CUDA out of memory")
+        return real_encode(batch)
+
+    monkeypatch.setattr(tiny_model, "encode", small_gpu_encode)
+    got = encode_slices(tiny_model, slices, batch_size=8)
+    assert sizes == [3, 3, 2, 1]  # 3 slices at sizes 8 and 4: OOM; then 2 + 1
+    _same(got, one_by_one)
+
+    def no_memory(batch):
+        raise torch.OutOfMemoryError("fake: nothing fits")
+
+    monkeypatch.setattr(tiny_model, "encode", no_memory)
+    with pytest.raises(torch.OutOfMemoryError):
+        encode_slices(tiny_model, slices[:1], batch_size=4)
+
+
+def test_auto_batch_size(tiny_model):
+    assert auto_batch_size(tiny_model) == 1  # CPU
+    gib = 2**30
+    cuda = torch.device("cuda")
+    assert auto_batch_size(tiny_model, cuda, free_bytes=1 * gib) == 1
+    big = auto_batch_size(tiny_model, cuda, free_bytes=8 * gib)
+    assert 4 <= big <= 32
+    tiny_model.precision = "bf16"
+    try:
+        assert auto_batch_size(tiny_model, cuda, free_bytes=8 * gib) >= big
+    finally:
+        tiny_model.precision = "fp32"
+    assert auto_batch_size(tiny_model, cuda, free_bytes=80 * gib) == 32
