@@ -35,6 +35,14 @@ def test_4d_tzyx_slice_and_prompt_layers(make_napari_viewer, tiny_checkpoint):
     points, boxes = widget.controller.prompt_layers()
     assert points.ndim == 4 and boxes.ndim == 4
     assert widget.controller.context().layout.labels_shape == data.shape
+    viewer.dims.ndisplay = 3
+    widget.segment_button.click()
+    assert "switch napari to 2D view" in widget.status.text()
+    viewer.dims.ndisplay = 2
+    viewer.dims.order = (0, 2, 1, 3)  # a ZX plane is displayed
+    widget.propagate_button.click()
+    assert "not the image's YX plane" in widget.status.text()
+    assert not widget.controller.runner.busy
 
 
 def test_rgb_image_is_one_slice_of_colour(make_napari_viewer, tiny_checkpoint):

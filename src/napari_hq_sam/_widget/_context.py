@@ -41,12 +41,6 @@ class ImageContext:
         """The image array (numpy, dask or zarr)."""
         return self.layer.data
 
-    @property
-    def key(self) -> tuple:
-        """Identity of what the model sees: data object, channel, contrast limits."""
-        return (id(self.layer.data), self.layout.channel_axis, self.layout.channel,
-                self.contrast_limits)
-
 
 def image_context(layer, channel_axis: int | None = None,
                   channel: int | None = None) -> ImageContext:

@@ -219,6 +219,9 @@ class SegmentController:
 
     def ensure_model(self, then=None, force: bool = False) -> None:
         """Load the chosen model in a worker (if not loaded yet), then call ``then()``."""
+        if self.runner.busy:
+            self.set_status("Still working on the last task: wait for it or press Cancel.")
+            return
         try:
             choice = self.choice()
         except ValueError as exc:

@@ -111,8 +111,15 @@ def add_labels_layer(viewer, shape: tuple[int, ...], name: str = RESULT_NAME,
 
 
 def show_preview(viewer, masks: list[np.ndarray], index: tuple[int, ...],
-                 shape: tuple[int, ...], scale=None, translate=None):
-    """Show ``masks`` of slice ``index`` in the preview layer (ids 1..n), the rest empty."""
+                 scale=None, translate=None):
+    """Show the ``masks`` of slice ``index`` in the 2D preview layer (ids 1..n).
+
+    The preview is one 2D plane (it follows the displayed slice in live mode), so it
+    costs ``H * W`` bytes whatever the size of the stack.
+    """
+    shape = masks[0].shape
+    scale = None if scale is None else tuple(scale)[-2:]
+    translate = None if translate is None else tuple(translate)[-2:]
     layer = _layer(viewer, PREVIEW_NAME, "Labels")
     if layer is None or layer.data.shape != tuple(shape):
         if layer is not None:
@@ -121,7 +128,8 @@ def show_preview(viewer, masks: list[np.ndarray], index: tuple[int, ...],
                                   opacity=0.5, scale=scale, translate=translate)
     data = np.zeros(shape, dtype=np.uint8)
     for i, mask in enumerate(masks, start=1):
-        data[tuple(index)][mask] = min(i, 255)
+        data[mask & (data == 0)] = min(i, 255)
+    layer.metadata["slice"] = tuple(index)
     layer.data = data
     return layer
 

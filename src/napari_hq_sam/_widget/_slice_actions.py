@@ -56,6 +56,7 @@ class SliceActions:
         """
         c = self.c
         ctx = c.context()
+        check_view(c.viewer, ctx)
         index = c.index(ctx)
         prompts = c.prompts(index)
         if need_prompts and not prompts:
@@ -95,8 +96,8 @@ class SliceActions:
 
         def done(out):
             result, cached = out
-            _layers.show_preview(c.viewer, list(result.masks), request.index,
-                                 ctx.layout.labels_shape, ctx.scale, ctx.translate)
+            _layers.show_preview(c.viewer, list(result.masks), request.index, ctx.scale,
+                                 ctx.translate)
             if changed_at is not None and cached:
                 c.last_click_to_mask = time.perf_counter() - changed_at
             c.set_status(_summary("Preview", result, request.index, cached,
@@ -169,6 +170,24 @@ class SliceActions:
                                   cached, c.runner.last_duration))
 
         self._run(request, f"Refining object {object_id}", done)
+
+
+def check_view(viewer, ctx) -> None:
+    """Raise a ValueError unless napari shows YX planes of the image in 2D.
+
+    Raises
+    ------
+    ValueError
+        In 3D display, or when the axes were rolled or transposed so that the
+        displayed plane is not the image's (Y, X).
+    """
+    if viewer.dims.ndisplay != 2:
+        raise ValueError("HQ-SAM segments 2D slices: switch napari to 2D view (the square "
+                         "button at the bottom left, or Ctrl+Y) first.")
+    ndim = viewer.dims.ndim
+    if tuple(viewer.dims.displayed) != (ndim - 2, ndim - 1):
+        raise ValueError("The displayed plane is not the image's YX plane: reset the axis "
+                         "order (right-click the roll-axes button) to segment slices.")
 
 
 def _ids(ids: list[int]) -> str:

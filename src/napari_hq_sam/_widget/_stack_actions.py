@@ -12,7 +12,7 @@ import numpy as np
 from ..engine.labels import LabelChange, next_label_id
 from ..engine.prompts import with_ids
 from . import _layers, _tasks
-from ._slice_actions import UndoRecord
+from ._slice_actions import UndoRecord, check_view
 
 
 class StackActions:
@@ -57,6 +57,7 @@ class StackActions:
             ctx = c.context()
             if not ctx.layout.leading_shape:
                 raise ValueError("Propagation needs a stack (ZYX or TZYX): this image is 2D.")
+            check_view(c.viewer, ctx)
             index = c.index(ctx)
             prompts = c.prompts(index)
             labels = c.labels_layer(ctx, create=bool(prompts))
