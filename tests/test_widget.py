@@ -246,6 +246,9 @@ def test_closing_the_widget_mid_task_is_quiet(make_napari_viewer, qtbot, tiny_ch
     viewer.add_image(nuclei2d, name="nuclei2d")
     widget = dock_widget(viewer, tiny_checkpoint)
     runner = widget.controller.runner
+    widget.prompt_layers_button.click()
+    points, _ = widget.controller.prompt_layers()
+    assert KeyBinding.from_str("Shift+S") in points.keymap
     widget.live_check.setChecked(True)
     widget.load_button.click()
     assert runner.busy
@@ -255,3 +258,5 @@ def test_closing_the_widget_mid_task_is_quiet(make_napari_viewer, qtbot, tiny_ch
     viewer.add_image(nuclei2d, name="another")  # layer events no longer reach the widget
     viewer.dims.set_current_step(0, 0)
     assert widget.controller._closed
+    assert KeyBinding.from_str("Shift+S") not in points.keymap  # unbound with the widget
+    assert KeyBinding.from_str("T") in points.keymap  # the layer's own toggle stays

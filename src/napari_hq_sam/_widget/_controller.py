@@ -18,6 +18,7 @@ from ._runner import TaskRunner
 from ._view import LOCAL_FILE, NEW_LABELS, NO_CHANNEL, SegmentView
 
 LIVE_DELAY_MS = 150
+SEGMENT_KEY, UNDO_KEY = "Shift-S", "Shift-U"
 
 
 class SegmentController:
@@ -97,6 +98,10 @@ class SegmentController:
         for disconnect in self._prompt_disconnects:
             disconnect()
         self._prompt_disconnects.clear()
+        for layer in self.prompt_layers():
+            if layer is not None and layer in self.viewer.layers:
+                for key in (SEGMENT_KEY, UNDO_KEY):
+                    layer.bind_key(key, None, overwrite=True)
 
     # -- layer choices -----------------------------------------------------------------------
     def refresh_layers(self, event=None) -> None:
@@ -173,22 +178,30 @@ class SegmentController:
         """Create the points and boxes layers for the chosen image (keeps existing ones)."""
         try:
             ctx = self.context()
+            ndim = len(ctx.layout.labels_shape)
+            boxes = _layers.make_boxes_layer(self.viewer, ndim, ctx.scale, ctx.translate)
+            points = _layers.make_points_layer(self.viewer, ndim, ctx.scale, ctx.translate)
         except ValueError as exc:
             self.show_error(exc)
             return
-        ndim = len(ctx.layout.labels_shape)
-        boxes = _layers.make_boxes_layer(self.viewer, ndim, ctx.scale, ctx.translate)
-        points = _layers.make_points_layer(self.viewer, ndim, ctx.scale, ctx.translate)
         for disconnect in self._prompt_disconnects:
             disconnect()
         self._prompt_disconnects = [_layers.connect_changes(layer, self.prompts_changed)
                                     for layer in (points, boxes)]
         for layer in (points, boxes):
-            layer.bind_key("Shift-S", lambda _: self.slices.segment_and_commit(), overwrite=True)
-            layer.bind_key("Shift-U", lambda _: self.undo(), overwrite=True)
+            layer.bind_key(SEGMENT_KEY, self._segment_key, overwrite=True)
+            layer.bind_key(UNDO_KEY, self._undo_key, overwrite=True)
         self.viewer.layers.selection.active = points
         self.set_status("Click positive points (T toggles negative) in 'HQ-SAM points', or "
                         "drag boxes in 'HQ-SAM boxes'; Shift+S segments the slice.")
+
+    def _segment_key(self, layer=None) -> None:
+        if not self._closed:
+            self.slices.segment_and_commit()
+
+    def _undo_key(self, layer=None) -> None:
+        if not self._closed:
+            self.undo()
 
     # -- model --------------------------------------------------------------------------------
     def _model_changed(self, text: str) -> None:

@@ -36,6 +36,15 @@ def _layer(viewer, name: str, kind: str):
     return None
 
 
+def _reuse(viewer, name: str, kind: str, ndim: int):
+    """The existing prompt layer ``name`` if it fits an image of ``ndim`` label dims."""
+    layer = _layer(viewer, name, kind)
+    if layer is not None and layer.ndim != ndim:
+        raise ValueError(f"'{name}' was made for a {layer.ndim}-D image and this one needs "
+                         f"{ndim}-D prompts: delete or rename '{name}' first.")
+    return layer
+
+
 def make_points_layer(viewer, ndim: int, scale=None, translate=None):
     """The positive/negative points layer, created if missing.
 
@@ -47,7 +56,7 @@ def make_points_layer(viewer, ndim: int, scale=None, translate=None):
     scale, translate : sequence of float, optional
         The image layer's, so that prompts line up with it.
     """
-    layer = _layer(viewer, POINTS_NAME, "Points")
+    layer = _reuse(viewer, POINTS_NAME, "Points", ndim)
     if layer is not None:
         return layer
     features = pd.DataFrame({LABEL_FEATURE: pd.Series([], dtype=_LABEL_DTYPE)})
@@ -64,7 +73,7 @@ def make_points_layer(viewer, ndim: int, scale=None, translate=None):
 
 def make_boxes_layer(viewer, ndim: int, scale=None, translate=None):
     """The boxes layer (rectangles, one per object), created if missing."""
-    layer = _layer(viewer, BOXES_NAME, "Shapes")
+    layer = _reuse(viewer, BOXES_NAME, "Shapes", ndim)
     if layer is not None:
         return layer
     layer = viewer.add_shapes(
