@@ -210,6 +210,13 @@ def test_errors_are_reported_not_raised(make_napari_viewer, qtbot, tiny_checkpoi
     assert "not found" in widget.status.text()
     assert widget.load_button.isEnabled() and widget.segment_button.isEnabled()
 
+    widget.checkpoint_edit.setText(str(tiny_checkpoint))  # a good file, in bf16 this time
+    widget.precision_combo.setCurrentText("bf16")
+    click(qtbot, widget, widget.load_button)
+    assert widget.controller.model.precision == "bf16"
+    assert widget.controller.model.model_type == "vit_tiny"
+    assert widget.model_status.text() == "loaded: vit_tiny on cpu, bf16"
+
 
 @pytest.mark.parametrize("hq_token_only", [True])
 def test_live_preview_follows_prompts(make_napari_viewer, qtbot, tiny_checkpoint, nuclei2d,

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..engine.image import ImageLayout, describe_layout
-from ..engine.prompts import ObjectPrompt, group_prompts, points_table, shapes_table
-from ._layers import point_labels
+from ..engine.prompts import ObjectPrompt, prompts_from_layers
 
 
 @dataclass(frozen=True)
@@ -75,7 +74,7 @@ def current_index(viewer, ctx: ImageContext) -> tuple[int, ...]:
 
 
 def gather_prompts(points, boxes, index: tuple[int, ...] | None = None) -> list[ObjectPrompt]:
-    """Object prompts from the prompt layers (engine grouping rules), optionally of one slice.
+    """Object prompts from the prompt layers (the engine's grouping rules), optionally of one slice.
 
     Parameters
     ----------
@@ -84,31 +83,7 @@ def gather_prompts(points, boxes, index: tuple[int, ...] | None = None) -> list[
     index : tuple of int, optional
         Keep only the prompts of this slice.
     """
-    from ..engine.prompts import PromptTable
-
-    table = PromptTable()
-    if points is not None and len(points.data):
-        features = {"label": point_labels(points)}
-        if "object" in points.features:
-            features["object"] = list(points.features["object"])
-        table = table + points_table(points.data, features)
-    if boxes is not None and len(boxes.data):
-        table = table + shapes_table(list(boxes.data), list(boxes.shape_type))
+    prompts = prompts_from_layers(points, boxes)
     if index is not None:
-        table = _only_slice(table, index)
-    if not len(table.points) and not table.boxes:
-        return []
-    return group_prompts(table)
-
-
-def _only_slice(table, index: tuple[int, ...]):
-    from ..engine.prompts import PromptTable
-
-    k = len(index)
-    rows = [i for i, r in enumerate(table.points)
-            if tuple(int(round(v)) for v in r[:k]) == tuple(index)] if len(table.points) else []
-    boxes = [i for i, (s, _) in enumerate(table.boxes) if tuple(s) == tuple(index)]
-    pts = table.points[rows] if rows else np.zeros((0, table.points.shape[-1]))
-    return PromptTable(pts, table.point_labels[rows] if rows else np.zeros(0, int),
-                       [table.point_objects[i] for i in rows], [table.boxes[i] for i in boxes],
-                       [table.box_objects[i] for i in boxes])
+        prompts = [p for p in prompts if p.slice_index == tuple(index)]
+    return prompts

@@ -247,8 +247,10 @@ class SegmentController:
 
         def done(session):
             self.model, self.model_choice, self.session = session.model, choice, session
-            self.view.model_status.setText(f"loaded: {choice.describe()}")
-            self.set_status(f"Model {choice.describe()} ready.")
+            device = next(session.model.parameters()).device
+            loaded = f"{session.model.model_type} on {device}, {session.model.precision}"
+            self.view.model_status.setText(f"loaded: {loaded}")
+            self.set_status(f"Model {loaded} ready ({choice.describe()}).")
             if then is not None:
                 then()
 

@@ -105,13 +105,6 @@ def toggle_point_label(layer) -> None:
     layer.help = f"HQ-SAM: next points are {new} ({TOGGLE_KEY.upper()} toggles)"
 
 
-def point_labels(layer) -> np.ndarray:
-    """``(N,)`` int: 1 for a positive point, 0 for a negative one."""
-    if LABEL_FEATURE not in layer.features:
-        return np.ones(len(layer.data), dtype=int)
-    return (np.asarray(layer.features[LABEL_FEATURE].astype(str)) != NEGATIVE).astype(int)
-
-
 def add_labels_layer(viewer, shape: tuple[int, ...], name: str = RESULT_NAME,
                      scale=None, translate=None):
     """A new empty Labels layer (uint32) of ``shape``."""
