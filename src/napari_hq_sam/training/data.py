@@ -1,0 +1,160 @@
+"""Training data: encoder outputs computed once per image (and per flip), and objects.
+
+The image encoder is frozen, so its two outputs are cached: the final embedding
+(1, 256, 64, 64) and the raw early ViT feature (1, 64, 64, C). The fusion layers
+that turn them into ``hq_features`` are trained, so the fused feature is
+recomputed at every step from the cached pair.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from segment_anything.utils.transforms import ResizeLongestSide
+
+from .._groundtruth import LabeledSlice, iter_slices
+
+
+@dataclass
+class EncodedImage:
+    """One training image (possibly flipped) with its cached encoder outputs.
+
+    Attributes
+    ----------
+    embeddings : torch.Tensor
+        (1, 256, 64, 64) final encoder output.
+    early : torch.Tensor
+        (1, 64, 64, C) early ViT feature (channels last).
+    labels : np.ndarray
+        (H, W) instance labels, flipped like the image.
+    original_size, input_size : tuple of int
+        (H, W) of the image and (h, w) after resizing the long side to 1024.
+    source : int
+        Index of the unflipped slice in the list of training slices.
+    flipped : bool
+        Horizontally flipped copy.
+    prompt_boxes : dict, optional
+        ``{label id: (4,) XYXY}`` box prompts replacing tight boxes (flipped too).
+    """
+
+    embeddings: torch.Tensor
+    early: torch.Tensor
+    labels: np.ndarray
+    original_size: tuple[int, int]
+    input_size: tuple[int, int]
+    source: int
+    flipped: bool
+    prompt_boxes: dict | None = None
+
+
+def collect_slices(data: Sequence[tuple]) -> list[LabeledSlice]:
+    """All 2D slices that hold at least one object.
+
+    Parameters
+    ----------
+    data : sequence of tuples
+        ``(image, labels)``, or ``(image, labels, prompt_boxes)`` for 2D labels with
+        ``{label id: (4,) XYXY}`` box prompts (see :class:`~.._groundtruth.LabeledSlice`).
+    """
+    slices = []
+    for item in data:
+        if len(item) not in (2, 3):
+            raise ValueError("Training data items are (image, labels) or "
+                             "(image, labels, prompt_boxes).")
+        slices += [s for s in iter_slices(*item) if s.labels.any()]
+    if not slices:
+        raise ValueError("The training labels hold no objects.")
+    return slices
+
+
+@torch.no_grad()
+def encode_rgb(model, rgb: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+    """Run the frozen encoder on one (H, W, 3) uint8 image.
+
+    Returns
+    -------
+    embeddings : torch.Tensor
+        (1, 256, 64, 64).
+    early : torch.Tensor
+        (1, 64, 64, C).
+    input_size : tuple of int
+        (h, w) of the resized image before padding.
+    """
+    device = next(model.parameters()).device
+    resized = ResizeLongestSide(model.image_encoder.img_size).apply_image(rgb)
+    x = torch.as_tensor(resized, device=device).permute(2, 0, 1)[None].float()
+    embeddings, early = model.image_encoder(model.preprocess(x))
+    return embeddings.float(), early.float(), tuple(resized.shape[:2])
+
+
+def encode_slices(model, slices: Sequence[LabeledSlice], flip: bool = True,
+                  progress: Callable[[int, int], None] | None = None,
+                  should_stop: Callable[[], bool] | None = None) -> list[EncodedImage]:
+    """Encode every slice once (and its horizontal flip when ``flip``).
+
+    ``progress(done, total)`` is called after each encoder pass; ``should_stop()``
+    is polled before each and ends the loop early.
+    """
+    jobs = [(i, f) for i in range(len(slices)) for f in ((False, True) if flip else (False,))]
+    out, seen = [], {}  # identical images (several label sets on one image) are encoded once
+    for done, (i, flipped) in enumerate(jobs):
+        if should_stop is not None and should_stop():
+            break
+        rgb, labels, boxes = slices[i].rgb, slices[i].labels, slices[i].prompt_boxes
+        if flipped:
+            rgb, labels = rgb[:, ::-1].copy(), labels[:, ::-1].copy()
+            boxes = None if boxes is None else {k: _flip_box(b, rgb.shape[1])
+                                                for k, b in boxes.items()}
+        key = (hashlib.sha1(rgb.tobytes()).hexdigest(), rgb.shape)
+        if key not in seen:
+            seen[key] = encode_rgb(model, rgb)
+        emb, early, input_size = seen[key]
+        out.append(EncodedImage(emb, early, labels, tuple(labels.shape), input_size, i, flipped,
+                                boxes))
+        if progress is not None:
+            progress(done + 1, len(jobs))
+    return out
+
+
+def _flip_box(box, width: int) -> np.ndarray:
+    """Mirror an XYXY box (max inclusive) for an image flipped left-right."""
+    x0, y0, x1, y1 = np.asarray(box, dtype=np.float32).reshape(4)
+    return np.array([width - 1 - x1, y0, width - 1 - x0, y1], dtype=np.float32)
+
+
+def split_objects(slices: Sequence[LabeledSlice], val_fraction: float, max_val: int,
+                  rng: np.random.Generator) -> tuple[set, set]:
+    """Split objects, as ``(slice index, label id)`` pairs, into train and held-out sets."""
+    objects = [(i, int(k)) for i, s in enumerate(slices) for k in np.unique(s.labels) if k]
+    order = rng.permutation(len(objects))
+    n_val = min(int(round(val_fraction * len(objects))), max_val, len(objects) - 1)
+    if val_fraction > 0 and len(objects) > 1:
+        n_val = max(n_val, 1)
+    val = {objects[j] for j in order[:n_val]}
+    return {o for o in objects if o not in val}, val
+
+
+def target_masks(masks: torch.Tensor, input_size: tuple[int, int],
+                 size: int = 1024) -> torch.Tensor:
+    """Ground truth in the model's padded input frame.
+
+    Parameters
+    ----------
+    masks : torch.Tensor
+        (B, H, W) bool masks at the image size.
+    input_size : tuple of int
+        (h, w) of the resized image.
+
+    Returns
+    -------
+    torch.Tensor
+        (B, 1, size, size) float in [0, 1]: resized bilinearly to (h, w), zero-padded
+        bottom/right, the frame of the decoder's 256×256 logits.
+    """
+    x = F.interpolate(masks[:, None].float(), input_size, mode="bilinear", align_corners=False)
+    return F.pad(x, (0, size - input_size[1], 0, size - input_size[0]))
