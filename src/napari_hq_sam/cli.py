@@ -17,6 +17,8 @@ SUBCOMMAND_MODULES = (
     "info",
     "segment",
     "auto",
+    "train",
+    "evaluate",
 )
 
 # Errors a user can fix: printed as one clear line, exit status 2, no traceback.
