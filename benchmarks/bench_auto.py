@@ -46,16 +46,16 @@ def main() -> None:
             model = build_hq_sam(model_type, ckpt, device=args.device)
             gen = AutomaticMaskGenerator(model, AutoMaskConfig(
                 points_per_side=args.points_per_side))
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             gen.predictor.set_image(rgb)
             embedding = gen.predictor.get_image_embedding()
-            t1 = time.perf_counter()
+            t1, c1 = time.perf_counter(), time.process_time()
             masks = gen.generate(rgb, embedding=embedding)
-            t2 = time.perf_counter()
-            print(f"{model_type}: encoder {t1 - t0:.1f} s, decoding + filtering "
-                  f"{args.points_per_side ** 2} points {t2 - t1:.1f} s, total "
-                  f"{t2 - t0:.1f} s per slice, {len(masks)} masks kept, "
-                  f"load average {os.getloadavg()[0]:.1f}")
+            t2, c2 = time.perf_counter(), time.process_time()
+            print(f"{model_type}: encoder {t1 - t0:.1f} s (CPU {c1 - c0:.1f} s), decoding + "
+                  f"filtering {args.points_per_side ** 2} points {t2 - t1:.1f} s (CPU "
+                  f"{c2 - c1:.1f} s), total {t2 - t0:.1f} s per slice, {len(masks)} masks "
+                  f"kept, load average {os.getloadavg()[0]:.1f}", flush=True)
 
 
 if __name__ == "__main__":
