@@ -19,6 +19,7 @@ from ._view import LOCAL_FILE, NEW_LABELS, NO_CHANNEL, SegmentView
 
 LIVE_DELAY_MS = 150
 SEGMENT_KEY, UNDO_KEY = "Shift-S", "Shift-U"
+MAX_UNDO = 20  # writes kept for undo (a stack run's record holds its slices before and after)
 
 
 class SegmentController:
@@ -289,6 +290,7 @@ class SegmentController:
     def push_undo(self, record) -> None:
         """Remember a write so that :meth:`undo` can take it back."""
         self.history.append(record)
+        del self.history[:-MAX_UNDO]
         self.view.undo_button.setEnabled(not self.runner.busy)
 
     def undo(self) -> None:
