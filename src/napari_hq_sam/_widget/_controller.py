@@ -39,6 +39,7 @@ class SegmentController:
         self.session = None  # engine segmenter + embedding cache, bound to the model
         self.history: list = []  # undo records, newest last
         self.last_click_to_mask: float | None = None  # seconds, prompt change -> preview
+        self.last_stack_result = None  # the engine's StackResult of the last stack task
         self.prompts_changed_at: float | None = None
         self.runner = TaskRunner(self._on_busy, self.show_error)
         self._live_timer = QTimer(view)  # dies with the view: never fires into a deleted widget
