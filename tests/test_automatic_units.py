@@ -177,6 +177,46 @@ def test_generator_min_region_area_cleans_holes_and_islands():
     assert any(np.array_equal(m, square(8, 8, 40, 40)) for m in cleaned)
 
 
+class CropAwarePredictor(FakePredictor):
+    """Knows where a crop lies: pixel (y, x) of the image holds (y, x, 0)."""
+
+    def set_image(self, image):
+        self.size = image.shape[:2]
+        self.offset = (int(image[0, 0, 0]), int(image[0, 0, 1]))
+
+    def predict_torch(self, coords, labels, multimask_output=True, return_logits=False,
+                      hq_token_only=False):
+        oy, ox = self.offset
+        h, w = self.size
+        shifted = [(m[oy:oy + h, ox:ox + w], i, a) for m, i, a in self.objects]
+        whole, self.objects = self.objects, shifted
+        try:
+            return super().predict_torch(coords, labels, multimask_output, return_logits,
+                                         hq_token_only)
+        finally:
+            self.objects = whole
+
+
+def test_crop_layers_find_objects_once_preferring_small_crops():
+    n = 240
+    yy, xx = np.mgrid[:n, :n]
+    image = np.stack([yy, xx, np.zeros_like(yy)], axis=-1).astype(np.uint8)
+    a, b = disc(50, 50, 10, (n, n)), disc(195, 135, 10, (n, n))
+    predictor = CropAwarePredictor([(a, 0.95, 5.0), (b, 0.93, 5.0)])
+    cfg = AutoMaskConfig(points_per_side=8, crop_n_layers=1)
+    gen = AutomaticMaskGenerator(predictor, cfg)
+    assert gen.n_steps == 1 + 4
+    masks = gen.generate(image)
+    # each object is found in the whole image and in the crops that hold it;
+    # NMS between crops keeps one mask per object, from a small crop
+    assert len(masks) == 2
+    found = sorted(range(2), key=lambda i: -masks.predicted_iou[i])
+    assert np.array_equal(masks.mask(found[0]), a) and np.array_equal(masks.mask(found[1]), b)
+    crop_areas = (masks.crop_boxes[:, 2] - masks.crop_boxes[:, 0]) * \
+        (masks.crop_boxes[:, 3] - masks.crop_boxes[:, 1])
+    assert (crop_areas < n * n).all()
+
+
 # -- labels ---------------------------------------------------------------------------------
 def test_masks_to_labels_higher_score_wins_and_ids_are_consecutive():
     a, b, c = square(0, 0, 20, 20), square(10, 10, 30, 30), square(12, 12, 18, 18)

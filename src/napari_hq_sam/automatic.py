@@ -175,9 +175,13 @@ class AutomaticMaskGenerator:
     def __init__(self, model: HQSam | HQSamPredictor, config: AutoMaskConfig | None = None):
         self.predictor = HQSamPredictor(model) if isinstance(model, HQSam) else model
         self.config = config or AutoMaskConfig()
+
+    @property
+    def point_grids(self) -> list[np.ndarray]:
+        """One (K, 2) grid per crop layer, (X, Y) normalised to [0, 1]."""
         c = self.config
-        self.point_grids = build_all_layer_point_grids(
-            c.points_per_side, c.crop_n_layers, c.crop_n_points_downscale_factor)
+        return build_all_layer_point_grids(c.points_per_side, c.crop_n_layers,
+                                           c.crop_n_points_downscale_factor)
 
     @property
     def n_steps(self) -> int:
