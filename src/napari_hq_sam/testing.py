@@ -14,16 +14,20 @@ import torch
 from .model import HQ_MODULE_NAMES, build_hq_sam
 
 
-def reference_state_dict(model_type: str) -> dict[str, torch.Tensor]:
+def reference_state_dict(model_type: str, seed: int = 0) -> dict[str, torch.Tensor]:
     """State dict built by the official ``segment_anything_hq`` package when installed.
 
-    Falls back to this project's builder, whose keys are identical (tested).
+    Falls back to this project's builder, whose keys are identical (tested). The
+    initial weights are drawn from a generator seeded with ``seed`` (the global RNG
+    state is restored afterwards), so the same seed gives the same file every run.
     """
-    try:
-        from segment_anything_hq import sam_model_registry
-    except ImportError:
-        return build_hq_sam(model_type).state_dict()
-    return sam_model_registry[model_type]().state_dict()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        try:
+            from segment_anything_hq import sam_model_registry
+        except ImportError:
+            return build_hq_sam(model_type).state_dict()
+        return sam_model_registry[model_type]().state_dict()
 
 
 def perturb_state_dict(state: dict[str, torch.Tensor], seed: int = 0,
@@ -62,7 +66,7 @@ def write_random_checkpoint(path: str | Path, model_type: str, seed: int = 0,
     drop_hq_keys : bool
         Leave out the 25 HQ keys, which makes a plain SAM checkpoint.
     """
-    state = perturb_state_dict(reference_state_dict(model_type), seed)
+    state = perturb_state_dict(reference_state_dict(model_type, seed), seed)
     if drop_hq_keys:
         prefixes = tuple(f"mask_decoder.{n}." for n in HQ_MODULE_NAMES)
         state = {k: v for k, v in state.items() if not k.startswith(prefixes)}
