@@ -88,9 +88,8 @@ def train_hq(model: HQSam, data: Sequence[tuple[np.ndarray, np.ndarray]],
     if stop():
         return TrainingResult(config, 0, 0, {}, {}, len(train_set), len(val_set),
                               float("nan"), cancelled=True)
-    pools = [(img, sorted(k for i, k in train_set if i == img.source)) for img in images]
-    pools = [(img, ids) for img, ids in pools if ids]
-    weights = np.array([len(ids) for _, ids in pools], dtype=float)
+    pools = _object_pools(images, train_set)
+    weights = np.array([len(objects) for objects in pools], dtype=float)
     originals = [img for img in images if not img.flipped]
 
     decoder = model.mask_decoder
@@ -111,9 +110,10 @@ def train_hq(model: HQSam, data: Sequence[tuple[np.ndarray, np.ndarray]],
             if stop():
                 cancelled, step = True, step - 1
                 break
-            img, ids = pools[rng.choice(len(pools), p=weights / weights.sum())]
-            chosen = rng.choice(ids, size=min(config.batch_size, len(ids)), replace=False)
-            loss = train_step(model, img, chosen, config, rng, gen)
+            objects = pools[rng.choice(len(pools), p=weights / weights.sum())]
+            chosen = rng.choice(len(objects), size=min(config.batch_size, len(objects)),
+                                replace=False)
+            loss = train_step(model, [objects[j] for j in chosen], config, rng, gen)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -139,25 +139,45 @@ def train_hq(model: HQSam, data: Sequence[tuple[np.ndarray, np.ndarray]],
                           elapsed / max(step, 1), cancelled, history)
 
 
-def train_step(model: HQSam, img: EncodedImage, label_ids: Sequence[int],
+def _object_pools(images: Sequence[EncodedImage], train_set: set,
+                  ) -> list[list[tuple[EncodedImage, int]]]:
+    """Training objects grouped by image: one pool per distinct encoder output.
+
+    Label sets given on the same image (and flip) share one pool, so that a step's
+    batch can mix them.
+    """
+    pools: dict[int, list] = {}
+    for img in images:
+        ids = sorted(k for i, k in train_set if i == img.source)
+        pools.setdefault(id(img.embeddings), []).extend((img, k) for k in ids)
+    return [objects for objects in pools.values() if objects]
+
+
+def train_step(model: HQSam, objects: Sequence[tuple[EncodedImage, int]],
                config: TrainingConfig, rng: np.random.Generator,
                gen: torch.Generator) -> torch.Tensor:
-    """Loss of one step: ``len(label_ids)`` objects of one image, one prompt kind each.
+    """Loss of one step on objects of one image, one prompt kind each.
+
+    Parameters
+    ----------
+    objects : sequence of (EncodedImage, int)
+        ``(image, label id)`` pairs whose images share one encoder output.
 
     Returns
     -------
     torch.Tensor
         Scalar (BCE + Dice) / number of masks, differentiable in the HQ parameters.
     """
+    img = objects[0][0]
     device = img.embeddings.device
-    masks = torch.as_tensor(np.stack([img.labels == k for k in label_ids]), device=device)
+    masks = torch.as_tensor(np.stack([o.labels == k for o, k in objects]), device=device)
     targets = target_masks(masks, img.input_size)
     hq_features = model.mask_decoder.compute_hq_features(img.embeddings, img.early)
     boxes = boxes_from_masks(masks)
-    for j, k in enumerate(label_ids):
-        if img.prompt_boxes is not None and int(k) in img.prompt_boxes:
-            boxes[j] = torch.as_tensor(img.prompt_boxes[int(k)], device=device)
-    kinds = rng.choice(len(config.prompt_kinds), size=len(label_ids))
+    for j, (o, k) in enumerate(objects):
+        if o.prompt_boxes is not None and int(k) in o.prompt_boxes:
+            boxes[j] = torch.as_tensor(o.prompt_boxes[int(k)], device=device)
+    kinds = rng.choice(len(config.prompt_kinds), size=len(objects))
     bce = dice = 0.0
     for k in np.unique(kinds):
         sel = torch.as_tensor(np.flatnonzero(kinds == k), device=device)
@@ -166,10 +186,10 @@ def train_step(model: HQSam, img: EncodedImage, label_ids: Sequence[int],
         b, d = bce_dice_loss(logits, targets[sel], config.loss_points, config.oversample_ratio,
                              config.importance_ratio, gen)
         bce, dice = bce + b, dice + d
-    return (bce + dice) / len(label_ids)
+    return (bce + dice) / len(objects)
 
 
-def _decode(model, img, hq_features, kind, masks, targets, prompt_boxes, config,
+def _decode(model, img: EncodedImage, hq_features, kind, masks, targets, prompt_boxes, config,
             gen) -> torch.Tensor:
     """HQ logits (B, 1, 256, 256) for B objects prompted with one kind of prompt.
 
