@@ -222,3 +222,23 @@ def test_auto_batch_size(tiny_model):
     finally:
         tiny_model.precision = "fp32"
     assert auto_batch_size(tiny_model, cuda, free_bytes=80 * gib) == 32
+
+
+def test_folded_decoder_matches_plain_decoder(tiny_model):
+    """The folded HQ head gives the plain decoder's logits, for several prompts at once."""
+    from napari_hq_sam.model.fast_decoder import FastMaskDecoderHQ
+    from napari_hq_sam.model.hq_decoder import MaskDecoderHQ
+
+    decoder = tiny_model.mask_decoder
+    assert type(decoder) is FastMaskDecoderHQ
+    gen = torch.Generator().manual_seed(0)
+    args = (torch.randn(1, 256, 64, 64, generator=gen),
+            tiny_model.prompt_encoder.get_dense_pe(),
+            torch.randn(3, 2, 256, generator=gen), torch.randn(3, 256, 64, 64, generator=gen),
+            torch.randn(1, 32, 256, 256, generator=gen))
+    with torch.no_grad():
+        fast = decoder.predict_all_masks(*args)
+        plain = MaskDecoderHQ.predict_all_masks(decoder, *args)
+    for a, b in zip(fast, plain, strict=True):
+        assert a.shape == b.shape
+        assert (a - b).abs().max() <= 1e-5 * b.abs().max()

@@ -9,7 +9,7 @@ import torch
 from segment_anything.modeling import PromptEncoder, TwoWayTransformer
 
 from .checkpoint import load_checkpoint
-from .fast import accelerate_encoder
+from .fast import accelerate
 from .hq_decoder import MaskDecoderHQ
 from .hq_sam import HQSam
 from .tiny_vit import TinyViT
@@ -61,9 +61,10 @@ def build_hq_sam(model_type: str, checkpoint: str | Path | None = None,
     device : str or torch.device
         Where to put the model.
     fast : bool
-        Switch the encoder to its inference fast path (fused attention; for
-        TinyViT, BatchNorm folded at inference). Same weights, state-dict keys and
-        function (see :mod:`napari_hq_sam.model.fast`); False keeps Meta's modules.
+        Switch encoder and decoder to their inference fast paths (fused attention;
+        for TinyViT, BatchNorm folded at inference; a folded HQ mask head). Same
+        weights, state-dict keys and function (see :mod:`napari_hq_sam.model.fast`);
+        False keeps the plain modules.
 
     Returns
     -------
@@ -90,6 +91,6 @@ def build_hq_sam(model_type: str, checkpoint: str | Path | None = None,
     if checkpoint is not None:
         load_checkpoint(model, checkpoint, model_type)
     if fast:
-        accelerate_encoder(model.image_encoder)
+        accelerate(model)
     model.requires_grad_(False)
     return model.to(device).eval()

@@ -5,6 +5,8 @@ Everything here keeps the model's parameters, state-dict keys and function:
 - SAM's ViT (``vit_b/l/h``): fused attention, see :mod:`.fast_vit`.
 - TinyViT (``vit_tiny``): BatchNorm folded into convolutions and cached attention
   biases at inference, see :meth:`.tiny_vit.TinyViT.fuse`.
+- HQ decoder: the last HQ mask-feature convolution folded into the HQ token's
+  hypernetwork output, see :mod:`.fast_decoder`.
 - ``bf16`` / ``fp16``: the encoder runs under autocast on a copy of itself whose
   linear and convolution weights are pre-cast to that type (so autocast does not
   re-cast them on every call); normalisation layers and the residual stream stay
@@ -19,6 +21,7 @@ import copy
 import torch
 from torch import nn
 
+from .fast_decoder import accelerate_decoder
 from .fast_vit import accelerate_vit
 from .tiny_vit import TinyViT
 
@@ -40,6 +43,13 @@ def accelerate_encoder(encoder: nn.Module) -> nn.Module:
     if hasattr(encoder, "blocks"):
         return accelerate_vit(encoder)
     return encoder
+
+
+def accelerate(model: nn.Module) -> nn.Module:
+    """Switch an :class:`~.hq_sam.HQSam`'s encoder and decoder to their fast paths, in place."""
+    accelerate_encoder(model.image_encoder)
+    accelerate_decoder(model.mask_decoder)
+    return model
 
 
 def _weights_key(module: nn.Module, dtype: torch.dtype) -> tuple:
