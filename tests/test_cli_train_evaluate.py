@@ -28,14 +28,18 @@ def test_train_then_evaluate_with_adapter(tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "nuclei.pt"
     assert main(["train", "--image", IMAGE, "--labels", LABELS, "--crop", LEFT,
                  "--model", "vit_tiny", "--checkpoint", str(tiny_checkpoint), "--out", str(out),
-                 "--steps", "2", "--batch-size", "2", "--eval-every", "1", "--device", "cpu",
+                 "--steps", "2", "--batch-size", "2", "--val-fraction", "0", "--device", "cpu",
                  "--quiet"]) == 0
     text = capsys.readouterr().out
     assert "held-out mIoU" in text and f"adapter written: {out}" in text
     adapter = read_adapter(out)
     assert out.stat().st_size < 8 * 2**20 and len(adapter.state_dict) == 25
     assert adapter.training["steps"] == 2 and adapter.training["crop"] == LEFT
-    assert adapter.metrics["steps_done"] == 2 and adapter.metrics["n_val_objects"] >= 1
+    # no held-out objects: the last step is kept (with them, the best held-out step)
+    assert adapter.metrics["steps_done"] == 2 and adapter.metrics["best_step"] == 2
+    left = tifffile.imread(LABELS)[:96, :96]
+    assert adapter.metrics["n_val_objects"] == 0
+    assert adapter.metrics["n_train_objects"] == len(np.unique(left[left > 0]))
 
     right = tifffile.imread(LABELS)[:96, 256:352]
     n_objects = len(np.unique(right[right > 0]))
