@@ -15,6 +15,7 @@ import torch
 from napari_hq_sam import HQSamPredictor, build_hq_sam
 from napari_hq_sam.batching import auto_batch_size, encode_slices
 from napari_hq_sam.model.checkpoint import read_state_dict
+from napari_hq_sam.model.fast import best_precision
 from napari_hq_sam.model.fast_vit import FastAttention, FastBlock
 
 segment_anything_hq = pytest.importorskip("segment_anything_hq")
@@ -145,12 +146,10 @@ def test_reduced_precision_mask_agreement(tiny_model, image_and_boxes, official_
 
 
 def test_unknown_precision_is_refused(tiny_model):
-    tiny_model.precision = "int8"
-    try:
-        with pytest.raises(ValueError, match="bf16"):
-            tiny_model.encode(torch.zeros(1, 3, 1024, 1024))
-    finally:
-        tiny_model.precision = "fp32"
+    with pytest.raises(ValueError, match="bf16"):
+        tiny_model.precision = "int8"
+    assert tiny_model.precision == "fp32"
+    assert best_precision("cpu") in ("fp32", "bf16", "fp16")
 
 
 @pytest.fixture(scope="module")

@@ -29,9 +29,22 @@ class HQSam(Sam):
             pixel_std=[58.395, 57.12, 57.375],
         )
         self.model_type = model_type
-        # Encoder precision: "fp32" (exact), or "bf16"/"fp16" to run the encoder under
-        # autocast with pre-cast weights (napari_hq_sam.model.fast); the decoder stays fp32.
         self.precision = "fp32"
+
+    @property
+    def precision(self) -> str:
+        """Encoder precision: ``fp32`` (exact), ``bf16`` or ``fp16``.
+
+        Reduced precisions run the encoder under autocast with pre-cast weights
+        (:mod:`napari_hq_sam.model.fast`); the decoder always runs in fp32.
+        :func:`~napari_hq_sam.model.fast.best_precision` says which is fastest here.
+        """
+        return self._precision
+
+    @precision.setter
+    def precision(self, value: str) -> None:
+        check_precision(value)
+        self._precision = value
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
