@@ -46,7 +46,8 @@ def register(subparsers) -> None:
                    help="values mapped to black and white (default: the image's min and max)")
     p.add_argument("--contrast", choices=("minmax", "percentile"), default="minmax",
                    help="default contrast limits: min/max or 0.5/99.5 percentiles")
-    p.add_argument("--batch-size", type=int, default=1, help="slices encoded at once")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="slices encoded at once (default: from free GPU memory; 1 on CPUs)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -130,6 +131,7 @@ def _spec(args):
 def _segment(args, image, prompts, layout, limits, labels):
     from tqdm import tqdm
 
+    from ..batching import auto_batch_size
     from ..engine.distributed import segment_stack_distributed, worker_segmenter
     from ..engine.stack import segment_stack
 
@@ -153,7 +155,8 @@ def _segment(args, image, prompts, layout, limits, labels):
             return segment_stack_distributed(image, prompts, spec, scheduler=args.scheduler,
                                              n_workers=args.workers, **common)
         segmenter = worker_segmenter(spec)
-        return segment_stack(image, prompts, segmenter=segmenter, batch_size=args.batch_size,
+        batch_size = args.batch_size or auto_batch_size(segmenter.model)
+        return segment_stack(image, prompts, segmenter=segmenter, batch_size=batch_size,
                              **common)
     finally:
         bar.close()

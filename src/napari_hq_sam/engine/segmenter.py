@@ -22,7 +22,10 @@ EncodeFn = Callable[[object, Sequence[np.ndarray]], list[ImageEmbedding]]
 
 
 def encode_slices(model, images: Sequence[np.ndarray]) -> list[ImageEmbedding]:
-    """Encode images one by one (the reference encoder).
+    """Encode images with :func:`napari_hq_sam.batching.encode_slices`.
+
+    On a GPU the images go through the encoder in batches sized from free memory
+    (halved on out-of-memory); on a CPU one by one.
 
     Parameters
     ----------
@@ -35,12 +38,9 @@ def encode_slices(model, images: Sequence[np.ndarray]) -> list[ImageEmbedding]:
     list of ImageEmbedding
         One per image, on the CPU.
     """
-    predictor = HQSamPredictor(model)
-    out = []
-    for image in images:
-        predictor.set_image(image)
-        out.append(predictor.get_image_embedding().to("cpu"))
-    return out
+    from ..batching import encode_slices as encode_in_batches
+
+    return encode_in_batches(model, images)
 
 
 @dataclass
