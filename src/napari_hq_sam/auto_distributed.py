@@ -16,7 +16,7 @@ import numpy as np
 
 from .auto_stack import AutoRun, ProgressFn, StopFn, add_slice, finish_run, plan_run
 from .automatic import AutoMaskConfig, AutomaticMaskGenerator
-from .engine.distributed import ModelSpec, open_client, worker_segmenter
+from .engine.distributed import ModelSpec, dask_client, worker_segmenter
 from .engine.image import ImageLayout
 from .engine.stack import model_slice
 from .label_ops import LABELS_DTYPE
@@ -63,9 +63,8 @@ def segment_everything_distributed(
     config = config or AutoMaskConfig()
     layout, limits, indices = plan_run(image, layout, contrast_limits, slices, **layout_kwargs)
     run = AutoRun(np.zeros(layout.labels_shape, dtype=LABELS_DTYPE), config=config)
-    client, owned = open_client(client, scheduler, n_workers, processes)
     finished: dict[tuple[int, ...], np.ndarray] = {}
-    try:
+    with dask_client(client, scheduler, n_workers, processes) as client:
         futures = {client.submit(auto_slice_task, spec, model_slice(image, layout, i, limits),
                                  config, pure=False): i for i in indices}
         for future in as_completed(list(futures)):
@@ -76,12 +75,6 @@ def segment_everything_distributed(
                 run.cancelled = True
                 client.cancel([f for f in futures if not f.done()])
                 break
-    finally:
-        if owned:
-            cluster = client.cluster
-            client.close()
-            if cluster is not None:
-                cluster.close()
     for index in indices:              # slice order: the same ids as one process
         if index in finished:
             add_slice(run, index, finished[index])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import fields
 
+from ._options import add_layout_options
+
 MODEL_CHOICES = ("vit_tiny", "vit_b", "vit_l", "vit_h")
 
 # Config fields exposed as options: (field, flag, help).
@@ -19,7 +21,6 @@ _CONFIG_OPTIONS = (
 
 
 def register(subparsers) -> None:
-    import argparse
 
     from ..automatic import AutoMaskConfig
 
@@ -57,13 +58,7 @@ def register(subparsers) -> None:
                    "neighbouring slices")
     p.add_argument("--stitch-iou", type=float, default=0.5,
                    help="minimum mask IoU to join objects of neighbouring slices (default 0.5)")
-    p.add_argument("--axes", help="axis hint such as TCZYX (needed for 5-D images)")
-    p.add_argument("--channel-axis", type=int, help="axis holding channels")
-    p.add_argument("--channel", type=int, help="channel to segment along --channel-axis")
-    p.add_argument("--rgb", action=argparse.BooleanOptionalAction, default=None,
-                   help="the last axis is RGB (default: guessed from its length 3 or 4)")
-    p.add_argument("--contrast-limits", type=float, nargs=2, metavar=("LOW", "HIGH"),
-                   help="values mapped to black and white (default: the image's min and max)")
+    add_layout_options(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 

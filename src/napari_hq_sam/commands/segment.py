@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from ._options import add_layout_options
+
 MODEL_CHOICES = ("vit_tiny", "vit_b", "vit_l", "vit_h")
 
 
 def register(subparsers) -> None:
-    import argparse
 
     p = subparsers.add_parser(
         "segment", help="segment the prompted slices of an image stack into labels",
@@ -37,13 +38,7 @@ def register(subparsers) -> None:
                    help="propagation stops below this predicted IoU (default 0.5)")
     p.add_argument("--hq-token-only", action="store_true",
                    help="HQ mask alone (advised for single objects) instead of SAM + HQ")
-    p.add_argument("--axes", help="axis hint such as TCZYX (needed for 5-D images)")
-    p.add_argument("--channel-axis", type=int, help="axis holding channels")
-    p.add_argument("--channel", type=int, help="channel to segment along --channel-axis")
-    p.add_argument("--rgb", action=argparse.BooleanOptionalAction, default=None,
-                   help="the last axis is RGB (default: guessed from its length 3 or 4)")
-    p.add_argument("--contrast-limits", type=float, nargs=2, metavar=("LOW", "HIGH"),
-                   help="values mapped to black and white (default: the image's min and max)")
+    add_layout_options(p)
     p.add_argument("--contrast", choices=("minmax", "percentile"), default="minmax",
                    help="default contrast limits: min/max or 0.5/99.5 percentiles")
     p.add_argument("--batch-size", type=int, default=None,

@@ -13,6 +13,7 @@ cluster; the workers then need this package and the checkpoint path).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Sequence
@@ -118,6 +119,21 @@ def open_client(client=None, scheduler: str | None = None, n_workers: int | None
     return Client(cluster), True
 
 
+@contextlib.contextmanager
+def dask_client(client=None, scheduler: str | None = None, n_workers: int | None = None,
+                processes: bool = True):
+    """Context manager around :func:`open_client` that closes what it opened."""
+    client, owned = open_client(client, scheduler, n_workers, processes)
+    try:
+        yield client
+    finally:
+        if owned:
+            cluster = client.cluster
+            client.close()
+            if cluster is not None:
+                cluster.close()
+
+
 def segment_stack_distributed(image, prompts: Sequence[ObjectPrompt], spec: ModelSpec, *,
                               client=None, scheduler: str | None = None,
                               n_workers: int | None = None, processes: bool = True,
@@ -149,16 +165,9 @@ def segment_stack_distributed(image, prompts: Sequence[ObjectPrompt], spec: Mode
                                          labels=labels, **layout_kwargs)
     groups = group_by_slice(prompts)
     result = StackResult(labels, objects=len({p.object_id for p in prompts}))
-    client, owned = open_client(client, scheduler, n_workers, processes)
-    try:
+    with dask_client(client, scheduler, n_workers, processes) as client:
         finished = _run_tasks(client, spec, image, layout, limits, groups, result, progress,
                               should_stop)
-    finally:
-        if owned:
-            cluster = client.cluster
-            client.close()
-            if cluster is not None:
-                cluster.close()
     for index in sorted(finished):
         paste_result(labels, finished[index], result, overwrite)
     if propagate and not result.cancelled:
