@@ -8,6 +8,8 @@ official-format checkpoints; images are the real nuclei sample.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -235,9 +237,16 @@ def test_folded_decoder_matches_plain_decoder(tiny_model):
             tiny_model.prompt_encoder.get_dense_pe(),
             torch.randn(3, 2, 256, generator=gen), torch.randn(3, 256, 64, 64, generator=gen),
             torch.randn(1, 32, 256, 256, generator=gen))
+    plain_decoder = copy.deepcopy(decoder)
+    plain_decoder.__class__ = MaskDecoderHQ  # same weights, the plain HQ head
     with torch.no_grad():
         fast = decoder.predict_all_masks(*args)
-        plain = MaskDecoderHQ.predict_all_masks(decoder, *args)
-    for a, b in zip(fast, plain, strict=True):
+        plain = plain_decoder.predict_all_masks(*args)
+        upscaled = torch.randn(3, 32, 256, 256, generator=gen)
+        hyper = torch.randn(3, 32, generator=gen)
+        fast_head = decoder.hq_logits(upscaled, hyper, args[-1])
+        plain_head = MaskDecoderHQ.hq_logits(decoder, upscaled, hyper, args[-1])
+    for a, b in zip((*fast, fast_head), (*plain, plain_head), strict=True):
         assert a.shape == b.shape
         assert (a - b).abs().max() <= 1e-5 * b.abs().max()
+    assert fast_head.shape == (3, 1, 256, 256)

@@ -21,37 +21,8 @@ from .hq_decoder import MaskDecoderHQ
 class FastMaskDecoderHQ(MaskDecoderHQ):
     """:class:`MaskDecoderHQ` (same parameters) with the folded HQ mask head."""
 
-    def predict_all_masks(self, image_embeddings, image_pe, sparse_prompt_embeddings,
-                          dense_prompt_embeddings, hq_features):
-        """Same as :meth:`MaskDecoderHQ.predict_all_masks` (shapes and values)."""
-        if self.training or torch.is_grad_enabled():
-            return super().predict_all_masks(image_embeddings, image_pe,
-                                              sparse_prompt_embeddings,
-                                              dense_prompt_embeddings, hq_features)
-        n_sam = self.num_mask_tokens
-        output_tokens = torch.cat(
-            [self.iou_token.weight, self.mask_tokens.weight, self.hf_token.weight], dim=0)
-        b = sparse_prompt_embeddings.shape[0]
-        tokens = torch.cat(
-            (output_tokens.unsqueeze(0).expand(b, -1, -1), sparse_prompt_embeddings), dim=1)
-        src = image_embeddings.expand(b, -1, -1, -1) + dense_prompt_embeddings
-        pos_src = image_pe.expand(b, -1, -1, -1)
-        _, c, h, w = src.shape
-        hs, src = self.transformer(src, pos_src, tokens)
-        mask_tokens_out = hs[:, 1 : 2 + n_sam, :]
-
-        upscaled = self.output_upscaling(src.transpose(1, 2).view(b, c, h, w))
-        hyper_sam = torch.stack(
-            [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)],
-            dim=1)
-        hyper_hq = self.hf_mlp(mask_tokens_out[:, n_sam, :])  # (b, 32)
-        _, c, h, w = upscaled.shape
-        sam_logits = (hyper_sam @ upscaled.view(b, c, h * w)).view(b, -1, h, w)
-        hq_logits = self._hq_logits(upscaled, hyper_hq, hq_features)
-        return sam_logits, hq_logits, self.iou_prediction_head(hs[:, 0, :])
-
-    def _hq_logits(self, upscaled: torch.Tensor, hyper: torch.Tensor,
-                   hq_features: torch.Tensor) -> torch.Tensor:
+    def hq_logits(self, upscaled: torch.Tensor, hyper: torch.Tensor,
+                  hq_features: torch.Tensor) -> torch.Tensor:
         """``hyper . (embedding_maskfeature(upscaled) + hq_features)`` with conv2 folded.
 
         Parameters
@@ -68,6 +39,8 @@ class FastMaskDecoderHQ(MaskDecoderHQ):
         torch.Tensor
             (b, 1, 256, 256) HQ logits.
         """
+        if self.training or torch.is_grad_enabled():
+            return super().hq_logits(upscaled, hyper, hq_features)
         conv1, norm, act, conv2 = self.embedding_maskfeature
         b, c, h, w = upscaled.shape
         z = act(norm(conv1(upscaled.contiguous(memory_format=torch.channels_last))))

@@ -159,20 +159,42 @@ class MaskDecoderHQ(MaskDecoder):
         b = sparse_prompt_embeddings.shape[0]
         tokens = torch.cat(
             (output_tokens.unsqueeze(0).expand(b, -1, -1), sparse_prompt_embeddings), dim=1)
-        src = torch.repeat_interleave(image_embeddings, b, dim=0) + dense_prompt_embeddings
-        pos_src = torch.repeat_interleave(image_pe, b, dim=0)
+        # expand, not copy: the same values as the official repeat_interleave
+        src = image_embeddings.expand(b, -1, -1, -1) + dense_prompt_embeddings
+        pos_src = image_pe.expand(b, -1, -1, -1)
         _, c, h, w = src.shape
         hs, src = self.transformer(src, pos_src, tokens)
         iou_token_out = hs[:, 0, :]
         mask_tokens_out = hs[:, 1 : 2 + n_sam, :]
 
         upscaled_sam = self.output_upscaling(src.transpose(1, 2).view(b, c, h, w))
-        upscaled_hq = self.embedding_maskfeature(upscaled_sam) + hq_features
         hyper_sam = torch.stack(
             [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)],
             dim=1)
-        hyper_hq = self.hf_mlp(mask_tokens_out[:, n_sam, :]).unsqueeze(1)
+        hyper_hq = self.hf_mlp(mask_tokens_out[:, n_sam, :])
         _, c, h, w = upscaled_sam.shape
         sam_logits = (hyper_sam @ upscaled_sam.view(b, c, h * w)).view(b, -1, h, w)
-        hq_logits = (hyper_hq @ upscaled_hq.view(b, c, h * w)).view(b, -1, h, w)
+        hq_logits = self.hq_logits(upscaled_sam, hyper_hq, hq_features)
         return sam_logits, hq_logits, self.iou_prediction_head(iou_token_out)
+
+    def hq_logits(self, upscaled: torch.Tensor, hyper: torch.Tensor,
+                  hq_features: torch.Tensor) -> torch.Tensor:
+        """HQ token logits ``hyper . (embedding_maskfeature(upscaled) + hq_features)``.
+
+        Parameters
+        ----------
+        upscaled : torch.Tensor
+            (b, 32, 256, 256) upscaled SAM mask features.
+        hyper : torch.Tensor
+            (b, 32) output of ``hf_mlp`` for the HQ token.
+        hq_features : torch.Tensor
+            (1 or b, 32, 256, 256) prompt-independent HQ feature.
+
+        Returns
+        -------
+        torch.Tensor
+            (b, 1, 256, 256) HQ logits.
+        """
+        b, c, h, w = upscaled.shape
+        upscaled_hq = self.embedding_maskfeature(upscaled) + hq_features
+        return (hyper[:, None] @ upscaled_hq.view(b, c, h * w)).view(b, 1, h, w)
