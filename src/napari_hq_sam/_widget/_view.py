@@ -17,7 +17,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-MODEL_CHOICES = ("vit_tiny", "vit_b", "vit_l", "vit_h")
+from ..model_types import MODEL_TYPES as MODEL_CHOICES
+
 LOCAL_FILE = "local checkpoint file…"
 NEW_LABELS = "(new labels layer)"
 NO_CHANNEL = "none"

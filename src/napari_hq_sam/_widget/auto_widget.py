@@ -26,11 +26,11 @@ from qtpy.QtWidgets import (
 )
 
 from ..automatic import AutoMaskConfig
+from ..model_types import MODEL_TYPES
 from ._context import current_index, image_context
 from ._runner import TaskRunner
 from ._tasks import ModelChoice, Session, load_model_task
 
-MODEL_TYPES = ("vit_tiny", "vit_b", "vit_l", "vit_h")
 CURRENT, STACK = "current slice", "whole stack"
 
 

@@ -27,7 +27,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-MODEL_TYPES = ("vit_tiny", "vit_b", "vit_l", "vit_h")
+from ..model_types import MODEL_TYPES
 
 
 class _Relay(QObject):

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from dataclasses import fields
 
+from ..model_types import MODEL_TYPES as MODEL_CHOICES
 from ._options import add_layout_options
-
-MODEL_CHOICES = ("vit_tiny", "vit_b", "vit_l", "vit_h")
 
 # Config fields exposed as options: (field, flag, help).
 _CONFIG_OPTIONS = (

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-MODEL_CHOICES = ("vit_tiny", "vit_b", "vit_l", "vit_h")
+from ..model_types import MODEL_TYPES as MODEL_CHOICES
 
 
 def register(subparsers) -> None:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+from ..model_types import MODEL_TYPES as MODEL_CHOICES
 from ._options import add_layout_options
-
-MODEL_CHOICES = ("vit_tiny", "vit_b", "vit_l", "vit_h")
 
 
 def register(subparsers) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from segment_anything.modeling import PromptEncoder, TwoWayTransformer
 
+from ..model_types import MODEL_TYPES
 from .checkpoint import load_checkpoint
 from .fast import accelerate
 from .hq_decoder import MaskDecoderHQ
@@ -36,7 +37,8 @@ MODEL_REGISTRY = {
     "vit_l": (partial(_vit_encoder, 1024, 24, 16, (5, 11, 17, 23)), 1024),
     "vit_h": (partial(_vit_encoder, 1280, 32, 16, (7, 15, 23, 31)), 1280),
 }
-MODEL_TYPES = tuple(MODEL_REGISTRY)
+if tuple(MODEL_REGISTRY) != MODEL_TYPES:  # one list of names for parsers, widgets and builders
+    raise ImportError("MODEL_REGISTRY and model_types.MODEL_TYPES disagree")
 
 
 def check_model_type(model_type: str) -> str:

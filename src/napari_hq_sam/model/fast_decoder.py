@@ -23,22 +23,7 @@ class FastMaskDecoderHQ(MaskDecoderHQ):
 
     def hq_logits(self, upscaled: torch.Tensor, hyper: torch.Tensor,
                   hq_features: torch.Tensor) -> torch.Tensor:
-        """``hyper . (embedding_maskfeature(upscaled) + hq_features)`` with conv2 folded.
-
-        Parameters
-        ----------
-        upscaled : torch.Tensor
-            (b, 32, 256, 256) upscaled SAM mask features.
-        hyper : torch.Tensor
-            (b, 32) HQ hypernetwork output.
-        hq_features : torch.Tensor
-            (1 or b, 32, 256, 256) prompt-independent HQ feature.
-
-        Returns
-        -------
-        torch.Tensor
-            (b, 1, 256, 256) HQ logits.
-        """
+        """:meth:`MaskDecoderHQ.hq_logits` (same shapes and values) with conv2 folded."""
         if self.training or torch.is_grad_enabled():
             return super().hq_logits(upscaled, hyper, hq_features)
         conv1, norm, act, conv2 = self.embedding_maskfeature
