@@ -227,6 +227,8 @@ def test_auto_batch_size(tiny_model):
 
 def test_folded_decoder_matches_plain_decoder(tiny_model):
     """The folded HQ head gives the plain decoder's logits, for several prompts at once."""
+    from segment_anything.modeling.transformer import Attention
+
     from napari_hq_sam.model.fast_decoder import FastMaskDecoderHQ
     from napari_hq_sam.model.hq_decoder import MaskDecoderHQ
 
@@ -238,7 +240,10 @@ def test_folded_decoder_matches_plain_decoder(tiny_model):
             torch.randn(3, 2, 256, generator=gen), torch.randn(3, 256, 64, 64, generator=gen),
             torch.randn(1, 32, 256, 256, generator=gen))
     plain_decoder = copy.deepcopy(decoder)
-    plain_decoder.__class__ = MaskDecoderHQ  # same weights, the plain HQ head
+    plain_decoder.__class__ = MaskDecoderHQ  # same weights, the plain heads
+    for module in plain_decoder.transformer.modules():
+        if isinstance(module, Attention):
+            module.__class__ = Attention
     with torch.no_grad():
         fast = decoder.predict_all_masks(*args)
         plain = plain_decoder.predict_all_masks(*args)
@@ -250,3 +255,38 @@ def test_folded_decoder_matches_plain_decoder(tiny_model):
         assert a.shape == b.shape
         assert (a - b).abs().max() <= 1e-5 * b.abs().max()
     assert fast_head.shape == (3, 1, 256, 256)
+
+
+@pytest.mark.parametrize("tokens", [8, 15, 16, 40])
+def test_cross_attention_without_image_projections(tokens):
+    """Token->image and image->token attention give Meta's values, for few and many
+    tokens (from 16 tokens on, 8 heads x T reach the internal width: Meta's path)."""
+    from segment_anything.modeling.transformer import Attention
+
+    from napari_hq_sam.model.fast_two_way import (
+        ImageToTokenAttention,
+        TokenToImageAttention,
+        _pays,
+    )
+
+    torch.manual_seed(tokens)
+    plain = Attention(256, 8, downsample_rate=2).eval()
+    with torch.no_grad():
+        for p in plain.parameters():  # non-zero biases: they must be handled exactly
+            p.add_(0.1 * torch.randn_like(p))
+    token_side = copy.deepcopy(plain)
+    token_side.__class__ = TokenToImageAttention
+    image_side = copy.deepcopy(plain)
+    image_side.__class__ = ImageToTokenAttention
+    with torch.no_grad():
+        assert _pays(token_side, tokens) == _pays(image_side, tokens) == (tokens < 16)
+    tok, tok_pe = torch.randn(2, tokens, 256), torch.randn(2, tokens, 256)
+    img, img_pe = torch.randn(2, 4096, 256), torch.randn(2, 4096, 256)
+    with torch.no_grad():
+        keys, queries = img + img_pe, tok + tok_pe
+        pairs = [(token_side(tok, keys, img), plain(tok, keys, img)),
+                 (image_side(keys, queries, tok), plain(keys, queries, tok))]
+    for fast, ref in pairs:
+        assert fast.shape == ref.shape
+        assert (fast - ref).abs().max() <= 1e-5 * ref.abs().max()
+        assert ref.abs().max() > 0.1

@@ -167,15 +167,50 @@ class MaskDecoderHQ(MaskDecoder):
         iou_token_out = hs[:, 0, :]
         mask_tokens_out = hs[:, 1 : 2 + n_sam, :]
 
-        upscaled_sam = self.output_upscaling(src.transpose(1, 2).view(b, c, h, w))
+        upscaled_sam = self.upscale(src, (h, w))
         hyper_sam = torch.stack(
             [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)],
             dim=1)
         hyper_hq = self.hf_mlp(mask_tokens_out[:, n_sam, :])
-        _, c, h, w = upscaled_sam.shape
-        sam_logits = (hyper_sam @ upscaled_sam.view(b, c, h * w)).view(b, -1, h, w)
+        sam_logits = self.sam_logits(upscaled_sam, hyper_sam)
         hq_logits = self.hq_logits(upscaled_sam, hyper_hq, hq_features)
         return sam_logits, hq_logits, self.iou_prediction_head(iou_token_out)
+
+    def upscale(self, src: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """SAM's ``output_upscaling`` of the transformer's image tokens.
+
+        Parameters
+        ----------
+        src : torch.Tensor
+            (b, h*w, 256) image tokens in row-major grid order.
+        grid : tuple of int
+            (h, w), 64 x 64.
+
+        Returns
+        -------
+        torch.Tensor
+            (b, 32, 4h, 4w) upscaled mask features.
+        """
+        b, _, c = src.shape
+        return self.output_upscaling(src.transpose(1, 2).view(b, c, *grid))
+
+    def sam_logits(self, upscaled: torch.Tensor, hyper: torch.Tensor) -> torch.Tensor:
+        """Logits of SAM's mask tokens: ``hyper . upscaled`` at every pixel.
+
+        Parameters
+        ----------
+        upscaled : torch.Tensor
+            (b, 32, H, W) upscaled mask features.
+        hyper : torch.Tensor
+            (b, 4, 32) hypernetwork outputs of the four mask tokens.
+
+        Returns
+        -------
+        torch.Tensor
+            (b, 4, H, W) logits.
+        """
+        b, c, h, w = upscaled.shape
+        return (hyper @ upscaled.view(b, c, h * w)).view(b, -1, h, w)
 
     def hq_logits(self, upscaled: torch.Tensor, hyper: torch.Tensor,
                   hq_features: torch.Tensor) -> torch.Tensor:
