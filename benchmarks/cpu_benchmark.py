@@ -45,6 +45,7 @@ from _common import (  # noqa: E402
 )
 
 from napari_hq_sam.batching import encode_slices  # noqa: E402
+from napari_hq_sam.model.fast import _NATIVE_FLAGS, _cpu_flags  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -118,15 +119,21 @@ def peak_rss(model_type, impl, precision, checkpoint) -> float:
     return json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"]
 
 
-def profile_encoder(model_type, checkpoint, rows=8) -> str:
-    """Top operators of our fp32 encoder on one slice (what limits it)."""
-    image, _ = nuclei2d(1)
-    pred = our_predictor(model_type, checkpoint)
+def profile_vit_b(checkpoint, precision, rows=8) -> tuple[str, str]:
+    """Top operators of our vit_b encoder (one slice) and decoder (4 box prompts)."""
+    image, boxes = nuclei2d(4)
+    pred = our_predictor("vit_b", checkpoint, precision=precision)
     pred.set_image(image)
-    with torch.profiler.profile() as prof:
-        pred.set_image(image)
-    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
-    return "\n".join(line[:54] + line[54:120] for line in table.splitlines())
+    pred.predict(box=boxes[0], multimask_output=False)
+
+    def top(fn) -> str:
+        with torch.profiler.profile() as prof:
+            fn()
+        table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+        return "\n".join(line[:54] + line[54:120] for line in table.splitlines())
+
+    return (top(lambda: pred.set_image(image)),
+            top(lambda: [pred.predict(box=b, multimask_output=False) for b in boxes]))
 
 
 def ratio(official, ours) -> str:
@@ -182,6 +189,12 @@ def report(results, stack, memory, args, started, load_before) -> str:
     return "\n".join(lines)
 
 
+def native_precisions() -> list[str]:
+    """fp32 and the reduced precisions whose CPU instructions this machine has."""
+    flags = _cpu_flags()
+    return ["fp32"] + [p for p, native in _NATIVE_FLAGS.items() if flags & set(native)]
+
+
 def _cpu_name() -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
@@ -192,7 +205,10 @@ def _cpu_name() -> str:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="vit_tiny,vit_b")
-    parser.add_argument("--precisions", default="fp32,bf16,fp16")
+    parser.add_argument("--precisions", default="auto",
+                        help="comma-separated, fp32 first; 'auto': fp32 and the reduced "
+                             "precisions this CPU runs natively (emulated fp16 can be 40x "
+                             "slower than fp32)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--stack-slices", type=int, default=32)
     parser.add_argument("--stack-models", default="vit_tiny")
@@ -207,7 +223,8 @@ def main(argv=None):
     if args.quick:
         args.models, args.rounds, args.stack_slices = "vit_tiny", 1, 4
         args.no_profile = True
-    args.precisions = args.precisions.split(",")
+    args.precisions = (native_precisions() if args.precisions == "auto"
+                       else args.precisions.split(","))
     assert args.precisions[0] == "fp32", "fp32 comes first (the reference of the others)"
     models = args.models.split(",")
     started, load_before = time.time(), f"{os.getloadavg()[0]:.1f}"
@@ -226,15 +243,17 @@ def main(argv=None):
                 memory[mt] = {"official": peak_rss(mt, "official", "fp32", ckpts[mt])}
                 for p in args.precisions:
                     memory[mt][p] = peak_rss(mt, "ours", p, ckpts[mt])
-        prof = None
+        profiles = []
         if not args.no_profile and "vit_b" in models:
             print("[vit_b] profile ...", flush=True)
-            prof = profile_encoder("vit_b", ckpts["vit_b"])
+            for p in args.precisions[:2]:
+                encoder, decoder = profile_vit_b(ckpts["vit_b"], p)
+                profiles.append((f"vit_b {p} encoder, one slice", encoder))
+            profiles.append(("vit_b decoder (fp32), 4 box prompts", decoder))
     text = report(results, stack, memory, args, started, load_before)
     print(text)
-    if prof:
-        text += ("\n\nTop operators of our vit_b fp32 encoder (one slice, torch.profiler):\n\n"
-                 "```\n" + prof + "\n```")
+    for title, table in profiles:
+        text += f"\n\nTop operators, {title} (torch.profiler):\n\n```\n{table}\n```"
     if not args.quick:
         Path(args.out).write_text(HEADER + text + "\n")
         print(f"wrote {args.out}")
