@@ -26,7 +26,9 @@ def load_model(model_type: str, checkpoint: str | Path | None = None,
     progress : bool
         Show a download progress bar.
     precision : str
-        Encoder precision: ``fp32`` (exact), ``bf16`` or ``fp16``.
+        Encoder precision: ``fp32`` (exact), ``bf16``, ``fp16`` or ``auto`` (the
+        fastest reduced precision on the device, see
+        :func:`~napari_hq_sam.model.fast.best_precision`).
     """
     target = pick_device(device)
     path = checkpoint if checkpoint is not None else download_checkpoint(model_type, progress)

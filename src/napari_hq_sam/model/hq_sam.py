@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from segment_anything.modeling import Sam
 
-from .fast import cast_copy, check_precision
+from .fast import best_precision, cast_copy, check_precision
 
 
 class HQSam(Sam):
@@ -37,12 +37,15 @@ class HQSam(Sam):
 
         Reduced precisions run the encoder under autocast with pre-cast weights
         (:mod:`napari_hq_sam.model.fast`); the decoder always runs in fp32.
-        :func:`~napari_hq_sam.model.fast.best_precision` says which is fastest here.
+        Setting ``"auto"`` stores the fastest one on the model's current device,
+        :func:`~napari_hq_sam.model.fast.best_precision`.
         """
         return self._precision
 
     @precision.setter
     def precision(self, value: str) -> None:
+        if value == "auto":
+            value = best_precision(self.device)
         check_precision(value)
         self._precision = value
 

