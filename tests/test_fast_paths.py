@@ -303,3 +303,27 @@ def test_cross_attention_without_image_projections(tokens):
         assert fast.shape == ref.shape
         assert (fast - ref).abs().max() <= 1e-5 * ref.abs().max()
         assert ref.abs().max() > 0.1
+
+
+@pytest.mark.parametrize(("window", "grid"), [(14, 20), (0, 40), (0, 20)])
+def test_fast_vit_block_matches_meta_block(window, grid):
+    """Windowed blocks with padding (14 on a 20 x 20 grid, augmented q/k), a global grid
+    of 40 (row chunks of uneven size) and a small global grid (augmented q/k), batch 2."""
+    from segment_anything.modeling.image_encoder import Block
+
+    torch.manual_seed(window + grid)
+    size = window or grid
+    plain = Block(dim=256, num_heads=4, use_rel_pos=True, window_size=window,
+                  input_size=(size, size)).eval()
+    with torch.no_grad():
+        plain.attn.rel_pos_h.normal_(std=0.5)  # zero at init: make the bias matter
+        plain.attn.rel_pos_w.normal_(std=0.5)
+    fast = copy.deepcopy(plain)
+    fast.__class__, fast.attn.__class__ = FastBlock, FastAttention
+    x = torch.randn(2, grid, grid, 256)
+    with torch.no_grad():
+        ref, out = plain(x), fast(x)
+        # the bias changes the result: the fast path must not just skip it
+        plain.attn.use_rel_pos = False
+        assert (plain(x) - ref).abs().max() > 1e-2
+    assert (out - ref).abs().max() <= 1e-5 * ref.abs().max()
