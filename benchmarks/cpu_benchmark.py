@@ -45,7 +45,7 @@ from _common import (  # noqa: E402
 )
 
 from napari_hq_sam.batching import encode_slices  # noqa: E402
-from napari_hq_sam.model.fast import _NATIVE_FLAGS, _cpu_flags  # noqa: E402
+from napari_hq_sam.model.fast import native_precisions  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -196,12 +196,6 @@ def report(results, stack, memory, args, started, load_before) -> str:
         "(medians).",
     ]
     return "\n".join(lines)
-
-
-def native_precisions() -> list[str]:
-    """fp32 and the reduced precisions whose CPU instructions this machine has."""
-    flags = _cpu_flags()
-    return ["fp32"] + [p for p, native in _NATIVE_FLAGS.items() if flags & set(native)]
 
 
 def _cpu_name() -> str:

@@ -66,17 +66,20 @@ def _gemm_seconds(dtype: torch.dtype, size: int = 384, repeats: int = 3) -> floa
     return best
 
 
+def native_precisions() -> list[str]:
+    """``fp32`` and the reduced precisions this CPU runs natively, not emulated."""
+    flags = _cpu_flags()
+    return ["fp32"] + [name for name, native in _NATIVE_FLAGS.items() if flags & set(native)]
+
+
 @functools.lru_cache(maxsize=1)
 def _best_cpu_precision() -> str:
     """Measured: the reduced precision whose products beat fp32 by 1.2x or more."""
-    flags = _cpu_flags()
-    fp32 = _gemm_seconds(torch.float32)
-    best, best_time = "fp32", fp32 / 1.2
-    for name, native in _NATIVE_FLAGS.items():
-        if any(flag in flags for flag in native):
-            seconds = _gemm_seconds(PRECISIONS[name])
-            if seconds < best_time:
-                best, best_time = name, seconds
+    best, best_time = "fp32", _gemm_seconds(torch.float32) / 1.2
+    for name in native_precisions()[1:]:
+        seconds = _gemm_seconds(PRECISIONS[name])
+        if seconds < best_time:
+            best, best_time = name, seconds
     return best
 
 

@@ -29,18 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._inference import gelu_, inference_only
 from .fast_two_way import accelerate_two_way
 from .hq_decoder import MaskDecoderHQ
-
-
-def _inference(module: nn.Module) -> bool:
-    return not (module.training or torch.is_grad_enabled())
-
-
-def _gelu_(act: nn.GELU, x: torch.Tensor) -> torch.Tensor:
-    """``act(x)`` written into ``x``: for a tensor just made, a new 4-16 MB output costs
-    more in page faults than the GELU itself."""
-    return torch.ops.aten.gelu_(x, approximate=act.approximate)
 
 
 def _layer_norm_last(x: torch.Tensor, norm: nn.Module) -> torch.Tensor:
@@ -109,12 +100,12 @@ class FastMaskDecoderHQ(MaskDecoderHQ):
 
     def upscale(self, src: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         """:meth:`MaskDecoderHQ.upscale` (same values), channels-last memory."""
-        if not _inference(self):
+        if not inference_only(self):
             return super().upscale(src, grid)
         up1, norm, act1, up2, act2 = self.output_upscaling
         b, h, w = src.shape[0], *grid
-        y = _gelu_(act1, _layer_norm_last(_transposed_conv2x2(src, up1), norm))  # (b, hw, 2, 2, 64)
-        y = _gelu_(act2, _transposed_conv2x2(y, up2))  # (b, hw, i1, j1, i2, j2, 32)
+        y = gelu_(act1, _layer_norm_last(_transposed_conv2x2(src, up1), norm))  # (b, hw, 2, 2, 64)
+        y = gelu_(act2, _transposed_conv2x2(y, up2))  # (b, hw, i1, j1, i2, j2, 32)
         c = y.shape[-1]
         # pixel (4y + 2 i1 + i2, 4x + 2 j1 + j2): one copy into row-major order
         y = y.view(b, h, w, 2, 2, 2, 2, c).permute(0, 1, 3, 5, 2, 4, 6, 7)
@@ -131,12 +122,12 @@ class FastMaskDecoderHQ(MaskDecoderHQ):
     def hq_logits(self, upscaled: torch.Tensor, hyper: torch.Tensor,
                   hq_features: torch.Tensor) -> torch.Tensor:
         """:meth:`MaskDecoderHQ.hq_logits` (same shapes and values) with conv2 folded."""
-        if not _inference(self):
+        if not inference_only(self):
             return super().hq_logits(upscaled, hyper, hq_features)
         conv1, norm, act, conv2 = self.embedding_maskfeature
         b, c, h, w = upscaled.shape
         z = conv1(upscaled.contiguous(memory_format=torch.channels_last))
-        z = _gelu_(act, _layer_norm_last(z.permute(0, 2, 3, 1), norm))  # (b, h, w, 64)
+        z = gelu_(act, _layer_norm_last(z.permute(0, 2, 3, 1), norm))  # (b, h, w, 64)
         weight = torch.einsum("bo,oikl->bikl", hyper, conv2.weight)  # (b, 64, 3, 3)
         folded = _conv3x3_one_output(z, weight, hyper @ conv2.bias)
         from_features = (hyper[:, None] @ hq_features.reshape(-1, c, h * w)).view(b, 1, h, w)

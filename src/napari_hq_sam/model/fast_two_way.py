@@ -25,10 +25,11 @@ import math
 import torch
 from segment_anything.modeling.transformer import Attention, TwoWayTransformer
 
+from ._inference import inference_only
+
 
 def _pays(attention: Attention, tokens: int) -> bool:
-    inference = not (attention.training or torch.is_grad_enabled())
-    return inference and attention.num_heads * tokens < attention.internal_dim
+    return inference_only(attention) and attention.num_heads * tokens < attention.internal_dim
 
 
 def _head_weights(linear: torch.nn.Linear, heads: int) -> torch.Tensor:

@@ -28,6 +28,8 @@ import torch.nn.functional as F
 from segment_anything.modeling.image_encoder import Attention, Block, get_rel_pos
 from torch import nn
 
+from ._inference import inference_only
+
 # Most values in the bias mask of one chunk of global attention: B x heads x
 # (rows * W) x (H * W). 2**26 gives 4 chunks of 16 rows for one vit_b slice (256 MB
 # in fp32) and bounds the memory of large GPU batches.
@@ -157,7 +159,7 @@ class FastAttention(Attention):
     def _rel_pos(self, size: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """``get_rel_pos`` of both axes, (size, size, d) each, cached outside training."""
         params = (self.rel_pos_h, self.rel_pos_w)
-        if self.training or torch.is_grad_enabled():
+        if not inference_only(self):
             return tuple(get_rel_pos(size, size, p).to(dtype) for p in params)
         key = (size, dtype, params[0].device, *(p._version for p in params))
         cache = self.__dict__.setdefault("_rel_pos_cache", {})

@@ -24,6 +24,8 @@ import torch.nn.functional as F
 from segment_anything.modeling.common import LayerNorm2d
 from torch import nn
 
+from ._inference import gelu_, inference_only
+
 
 def _inference_cache(module: nn.Module, sources: tuple[torch.Tensor, ...], dtype, compute):
     """Value of ``compute()`` cached on ``module`` until a source tensor changes.
@@ -31,7 +33,7 @@ def _inference_cache(module: nn.Module, sources: tuple[torch.Tensor, ...], dtype
     Returns None in training mode or when autograd is on (callers then take the
     plain path, so gradients and BatchNorm statistics behave as usual).
     """
-    if module.training or torch.is_grad_enabled():
+    if not inference_only(module):
         return None
     key = (dtype, sources[0].device, *(t._version for t in sources), *(id(t) for t in sources))
     cached = module.__dict__.get("_inference_cache")
@@ -41,19 +43,11 @@ def _inference_cache(module: nn.Module, sources: tuple[torch.Tensor, ...], dtype
     return cached[1]
 
 
-def _in_place(module: nn.Module) -> bool:
-    """Whether ``module`` may overwrite its own intermediate tensors (inference only).
-
-    On CPUs, a new 16-67 MB activation costs more in page faults than the GELU or
-    add that fills it (measured: GELU of 67 MB 24 ms into a new tensor, 4.5 ms in
-    place), so the inference path applies activations and residual adds in place
-    on tensors it has just made. Never on a block's input, which callers may keep.
-    """
-    return not (module.training or torch.is_grad_enabled())
-
-
+# At inference, activations and residual adds are applied in place on tensors a
+# module has just made (page faults cost more than the ops; see ``gelu_``), never
+# on a block's input, which callers may keep.
 def _gelu(act: nn.GELU, x: torch.Tensor, in_place: bool) -> torch.Tensor:
-    return torch.ops.aten.gelu_(x, approximate=act.approximate) if in_place else act(x)
+    return gelu_(act, x) if in_place else act(x)
 
 
 def _add(fresh: torch.Tensor, other: torch.Tensor, in_place: bool) -> torch.Tensor:
@@ -106,7 +100,7 @@ class PatchEmbed(nn.Module):
 
     def forward(self, x):
         conv1, act, conv2 = self.seq
-        return conv2(_gelu(act, conv1(x), _in_place(self)))
+        return conv2(_gelu(act, conv1(x), inference_only(self)))
 
 
 class MBConv(nn.Module):
@@ -123,7 +117,7 @@ class MBConv(nn.Module):
         self.act3 = nn.GELU()
 
     def forward(self, x):
-        in_place = _in_place(self)
+        in_place = inference_only(self)
         y = _gelu(self.act1, self.conv1(x), in_place)
         y = _gelu(self.act2, self.conv2(y), in_place)
         return _gelu(self.act3, _add(self.conv3(y), x, in_place), in_place)
@@ -149,7 +143,7 @@ class PatchMerging(nn.Module):
         if x.ndim == 3:  # tokens (B, H*W, C) -> (B, C, H, W), a channels-last view
             h, w = self.resolution
             x = x.view(len(x), h, w, -1).permute(0, 3, 1, 2)
-        in_place = _in_place(self)
+        in_place = inference_only(self)
         x = _gelu(self.act, self.conv1(x), in_place)
         x = self.conv3(_gelu(self.act, self.conv2(x), in_place))
         return x.permute(0, 2, 3, 1).reshape(len(x), -1, x.shape[1])  # free if channels last
@@ -205,7 +199,7 @@ class Mlp(nn.Module):
         self.act = nn.GELU()
 
     def forward(self, x):
-        return self.fc2(_gelu(self.act, self.fc1(self.norm(x)), _in_place(self)))
+        return self.fc2(_gelu(self.act, self.fc1(self.norm(x)), inference_only(self)))
 
 
 class TinyViTBlock(nn.Module):
@@ -237,7 +231,7 @@ class TinyViTBlock(nn.Module):
     def forward(self, x):
         h, w = self.resolution
         b, n, c = x.shape
-        in_place = _in_place(self)
+        in_place = inference_only(self)
         x = _add(self._windowed_attention(x), x, in_place)
         x = self.local_conv(x.view(b, h, w, c).permute(0, 3, 1, 2))  # channels-last view
         x = x.permute(0, 2, 3, 1).reshape(b, n, c)
