@@ -121,12 +121,17 @@ def bench_model(mt, ckpt, device, rounds, n_slices, batch_size):
                 ours.set_image_embedding(emb)
                 ours.predict(box=b, multimask_output=False)
 
-        t_off = timed(run_official, device)
+        # warm-up runs first (cuDNN plans and allocator pools for each batch
+        # shape, CUDA graph capture), the peak memory read on ours
+        run_official()
         if torch.device(device).type == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        t_ours = timed(run_ours, device)
+        run_ours()
         peak = (f", peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB"
                 if torch.device(device).type == "cuda" else "")
+        stack = interleaved({"official": run_official, "ours": run_ours},
+                            max(1, rounds // 2), device, warmup=0)
+        t_off, t_ours = stack["official"], stack["ours"]
         ours.model.precision = p
         size = batch_size or auto_batch_size(ours.model)
         rows.append([f"{mt} {n_slices}-slice stack end to end, {p} (ours: batch {size}{peak})",

@@ -305,12 +305,22 @@ def test_cross_attention_without_image_projections(tokens):
         assert ref.abs().max() > 0.1
 
 
+@pytest.mark.parametrize("folded", [False, True], ids=["cpu-path", "folded-bias-path"])
 @pytest.mark.parametrize(("window", "grid"), [(14, 20), (0, 40), (0, 20)])
-def test_fast_vit_block_matches_meta_block(window, grid):
+def test_fast_vit_block_matches_meta_block(window, grid, folded, monkeypatch):
     """Windowed blocks with padding (14 on a 20 x 20 grid, augmented q/k), a global grid
-    of 40 (row chunks of uneven size) and a small global grid (augmented q/k), batch 2."""
+    of 40 (row chunks of uneven size) and a small global grid (augmented q/k), batch 2.
+
+    ``folded`` runs the path GPUs take in bf16/fp16 (bias folded into q and k, one
+    ``scaled_dot_product_attention`` call) here in fp32.
+    """
     from segment_anything.modeling.image_encoder import Block
 
+    from napari_hq_sam.model import fast_vit
+
+    if folded:
+        monkeypatch.setattr(fast_vit, "FOLDED_BIAS_DEVICES", ("cpu",))
+        monkeypatch.setattr(fast_vit, "FOLDED_BIAS_DTYPES", (torch.float32,))
     torch.manual_seed(window + grid)
     size = window or grid
     plain = Block(dim=256, num_heads=4, use_rel_pos=True, window_size=window,

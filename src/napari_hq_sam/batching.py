@@ -8,7 +8,10 @@ same :class:`~napari_hq_sam.predictor.ImageEmbedding` as ``HQSamPredictor.set_im
 
 from __future__ import annotations
 
+import os
+from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -21,6 +24,8 @@ from .predictor import ImageEmbedding
 # out-of-memory halving, so these only pick a good first batch size.
 _GIB_PER_SLICE = {"vit_tiny": 0.45, "vit_b": 0.6, "vit_l": 0.9, "vit_h": 1.1}
 MAX_BATCH = 32
+# Threads resizing slices ahead of the encoder (PIL releases the GIL).
+RESIZE_WORKERS = 8
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
@@ -60,9 +65,51 @@ def auto_batch_size(model, device: torch.device | None = None, free_bytes: int |
     return int(max(1, min(MAX_BATCH, fraction * free_bytes // per_slice)))
 
 
-def prepare_batch(model, images: Sequence[np.ndarray], transform: ResizeLongestSide,
+def _resize(image: np.ndarray, transform: ResizeLongestSide) -> np.ndarray:
+    """``transform.apply_image`` after checking the image is uint8 (H, W, 3)."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError("encode_slices takes uint8 (H, W, 3) images; got "
+                         f"{image.dtype} {image.shape}.")
+    return transform.apply_image(image)
+
+
+class _ResizeAhead:
+    """Resizes images in worker threads, ahead of the encoder, in order.
+
+    PIL's resampling releases the GIL, so resizing the next batch on the host
+    overlaps the GPU's work on the current one (and several slices resize at
+    once).
+    """
+
+    def __init__(self, images: Sequence[np.ndarray], transform: ResizeLongestSide,
+                 workers: int):
+        self.images, self.transform = images, transform
+        self.pool = ThreadPoolExecutor(max_workers=workers)
+        self.pending: deque[Future] = deque()
+        self.submitted = 0
+
+    def take(self, count: int, ahead: int) -> list[np.ndarray]:
+        """The next ``count`` resized images; keeps ``ahead`` more in flight."""
+        while self.submitted < len(self.images) and len(self.pending) < count + ahead:
+            self.pending.append(self.pool.submit(_resize, self.images[self.submitted],
+                                                 self.transform))
+            self.submitted += 1
+        return [self.pending.popleft().result() for _ in range(min(count, len(self.pending)))]
+
+    def put_back(self, resized: list[np.ndarray]) -> None:
+        """Return taken images to the front of the queue (a batch to retry)."""
+        for image in reversed(resized):
+            done: Future = Future()
+            done.set_result(image)
+            self.pending.appendleft(done)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def prepare_batch(model, resized: Sequence[np.ndarray],
                   device: torch.device) -> tuple[torch.Tensor, list[tuple[int, int]]]:
-    """Resize, normalise and pad uint8 (H, W, 3) images as ``SamPredictor.set_image`` does.
+    """Normalise and pad resized uint8 (h, w, 3) images as ``SamPredictor.set_image`` does.
 
     Returns
     -------
@@ -72,19 +119,15 @@ def prepare_batch(model, images: Sequence[np.ndarray], transform: ResizeLongestS
         (h, w) of each resized image before padding.
     """
     tensors, sizes = [], []
-    for image in images:
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError("encode_slices takes uint8 (H, W, 3) images; got "
-                             f"{image.dtype} {image.shape}.")
-        resized = torch.as_tensor(transform.apply_image(image), device=device)
-        resized = resized.permute(2, 0, 1).contiguous()[None]
-        sizes.append(tuple(resized.shape[-2:]))
-        tensors.append(model.preprocess(resized))
+    for image in resized:
+        tensor = torch.as_tensor(image, device=device).permute(2, 0, 1).contiguous()[None]
+        sizes.append(tuple(tensor.shape[-2:]))
+        tensors.append(model.preprocess(tensor))
     return torch.cat(tensors), sizes
 
 
-def _encode_batch(model, images, transform, device, to_cpu) -> list[ImageEmbedding]:
-    batch, sizes = prepare_batch(model, images, transform, device)
+def _encode_batch(model, images, resized, device, to_cpu) -> list[ImageEmbedding]:
+    batch, sizes = prepare_batch(model, resized, device)
     embeddings, hq_features = model.encode(batch)
     out = []
     for i, image in enumerate(images):
@@ -129,18 +172,24 @@ def encode_slices(model, images: Sequence[np.ndarray], batch_size: int | None = 
     if size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
     transform = ResizeLongestSide(model.image_encoder.img_size)
+    resizer = _ResizeAhead(images, transform, workers=min(RESIZE_WORKERS, os.cpu_count() or 1))
     out: list[ImageEmbedding] = []
-    while len(out) < len(images):
-        chunk = images[len(out):len(out) + size]
-        try:
-            out.extend(_encode_batch(model, chunk, transform, device, to_cpu))
-        except torch.OutOfMemoryError:
-            if size == 1:
-                raise
-            size = max(1, size // 2)
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-            continue
-        if progress is not None:
-            progress(len(out), len(images))
+    try:
+        while len(out) < len(images):
+            chunk = images[len(out):len(out) + size]
+            resized = resizer.take(len(chunk), ahead=size)
+            try:
+                out.extend(_encode_batch(model, chunk, resized, device, to_cpu))
+            except torch.OutOfMemoryError:
+                if size == 1:
+                    raise
+                resizer.put_back(resized)
+                size = max(1, size // 2)
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                continue
+            if progress is not None:
+                progress(len(out), len(images))
+    finally:
+        resizer.close()
     return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from segment_anything.modeling import Sam
 
+from .cuda_graph import graphed_call, graphs_apply
 from .fast import best_precision, cast_copy, check_precision
 
 
@@ -30,6 +31,8 @@ class HQSam(Sam):
         )
         self.model_type = model_type
         self.precision = "fp32"
+        # replay single-slice encodings on CUDA from a graph (see .cuda_graph)
+        self.cuda_graphs = True
 
     @property
     def precision(self) -> str:
@@ -67,11 +70,20 @@ class HQSam(Sam):
             (B, 32, 256, 256) prompt-independent HQ features.
         """
         dtype = check_precision(self.precision)
-        if dtype == torch.float32:
-            embeddings, early = self.image_encoder(images)
-        else:
-            encoder = cast_copy(self, self.image_encoder, dtype)
-            with torch.autocast(images.device.type, dtype=dtype):
-                embeddings, early = encoder(images)
-            embeddings, early = embeddings.float(), early.float()
-        return embeddings, self.mask_decoder.compute_hq_features(embeddings, early)
+        encoder = (self.image_encoder if dtype == torch.float32
+                   else cast_copy(self, self.image_encoder, dtype))
+
+        def run(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            if dtype == torch.float32:
+                embeddings, early = encoder(batch)
+            else:
+                # no autocast cache: the weights are pre-cast, and CUDA graph
+                # capture does not allow it
+                with torch.autocast(batch.device.type, dtype=dtype, cache_enabled=False):
+                    embeddings, early = encoder(batch)
+                embeddings, early = embeddings.float(), early.float()
+            return embeddings, self.mask_decoder.compute_hq_features(embeddings, early)
+
+        if graphs_apply(self, images):
+            return graphed_call(self, run, images, variant=(dtype, id(encoder)))
+        return run(images)

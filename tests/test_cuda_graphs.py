@@ -1,0 +1,112 @@
+"""GPU-only fast paths: CUDA-graph replay of single-slice encoding, folded-bias attention.
+
+Skipped without a CUDA GPU (CI has none); run on a GPU machine with
+``pytest tests/test_cuda_graphs.py``. The CPU half of the folded-bias path is
+checked against Meta's blocks in ``test_fast_paths.py``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_hq_sam import HQSamPredictor, build_hq_sam
+from napari_hq_sam.batching import prepare_batch
+from napari_hq_sam.model.cuda_graph import MAX_GRAPHS
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def _rgb(image: np.ndarray) -> np.ndarray:
+    grey = np.clip(image.astype(np.float32) / image.max() * 255.0, 0, 255).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=-1)
+
+
+@pytest.fixture(scope="module")
+def gpu_tiny(tiny_checkpoint):
+    return build_hq_sam("vit_tiny", tiny_checkpoint, device="cuda")
+
+
+@pytest.fixture(scope="module")
+def inputs(gpu_tiny, nuclei2d):
+    """Two different preprocessed real slices, (1, 3, 1024, 1024) each, on the GPU."""
+    from segment_anything.utils.transforms import ResizeLongestSide
+
+    rgb = _rgb(nuclei2d)
+    resize = ResizeLongestSide(1024)
+    halves = [np.ascontiguousarray(rgb[:, :256]), np.ascontiguousarray(rgb[:, 256:])]
+    return [prepare_batch(gpu_tiny, [resize.apply_image(h)], "cuda")[0] for h in halves]
+
+
+def _eager(model, x):
+    model.cuda_graphs = False
+    try:
+        return model.encode(x)
+    finally:
+        model.cuda_graphs = True
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_graph_replay_equals_eager(gpu_tiny, inputs, precision):
+    gpu_tiny.precision = precision
+    try:
+        for x in inputs:  # the second input proves the replay reads the new input
+            eager = _eager(gpu_tiny, x)
+            graphed = gpu_tiny.encode(x)
+            assert all(torch.equal(a, b) for a, b in zip(graphed, eager))
+        assert not torch.equal(gpu_tiny.encode(inputs[0])[0], gpu_tiny.encode(inputs[1])[0])
+        assert 1 <= len(gpu_tiny._cuda_graphs) <= MAX_GRAPHS
+    finally:
+        gpu_tiny.precision = "fp32"
+
+
+def test_graph_follows_weight_changes(gpu_tiny, inputs):
+    before = gpu_tiny.encode(inputs[0])
+    conv = gpu_tiny.mask_decoder.compress_vit_feat[0]
+    saved = conv.weight.detach().clone()
+    try:
+        with torch.no_grad():
+            conv.weight.mul_(1.5)  # in place: same tensor, new version
+        after = gpu_tiny.encode(inputs[0])
+        assert not torch.equal(after[1], before[1])
+        assert torch.equal(after[1], _eager(gpu_tiny, inputs[0])[1])
+    finally:
+        with torch.no_grad():
+            conv.weight.copy_(saved)
+    assert torch.equal(gpu_tiny.encode(inputs[0])[1], before[1])
+
+
+def test_batches_and_training_run_eagerly(gpu_tiny, inputs):
+    gpu_tiny.__dict__.pop("_cuda_graphs", None)
+    gpu_tiny.encode(torch.cat(inputs))
+    assert not gpu_tiny.__dict__.get("_cuda_graphs")
+    gpu_tiny.mask_decoder.train()
+    try:
+        gpu_tiny.encode(inputs[0])
+        assert not gpu_tiny.__dict__.get("_cuda_graphs")
+    finally:
+        gpu_tiny.mask_decoder.eval()
+
+
+def test_vit_b_bf16_folded_bias_masks_agree_with_fp32(vit_b_checkpoint, nuclei2d,
+                                                      nuclei2d_labels):
+    """bf16 runs the folded-bias flash path on GPUs; its masks match fp32's."""
+    predictor = HQSamPredictor(build_hq_sam("vit_b", vit_b_checkpoint, device="cuda"))
+    image = _rgb(nuclei2d)
+    ids, sizes = np.unique(nuclei2d_labels[nuclei2d_labels > 0], return_counts=True)
+    boxes = []
+    for i in ids[np.argsort(sizes)[::-1][:6]]:
+        ys, xs = np.nonzero(nuclei2d_labels == i)
+        boxes.append(np.array([xs.min(), ys.min(), xs.max(), ys.max()], dtype=float))
+    masks = {}
+    for precision in ("fp32", "bf16"):
+        predictor.model.precision = precision
+        predictor.set_image(image)
+        masks[precision] = np.stack([predictor.predict(box=b, multimask_output=False)[0][0]
+                                     for b in boxes])
+    inter = (masks["fp32"] & masks["bf16"]).sum(axis=(1, 2))
+    union = (masks["fp32"] | masks["bf16"]).sum(axis=(1, 2))
+    assert union.min() > 0
+    ious = inter / union
+    assert ious.mean() >= 0.99 and ious.min() >= 0.97, ious
