@@ -1,5 +1,4 @@
-"""Where the batched encoder spends its time on a CUDA GPU (torch.profiler), and fp32 fidelity
-with and without TF32 convolutions.
+"""Where the batched encoder spends its time on a CUDA GPU (torch.profiler).
 
 Usage::
 
@@ -38,17 +37,6 @@ def top_ops(model, batch: torch.Tensor, rows: int = 12) -> str:
     return prof.key_averages().table(sort_by="cuda_time_total", row_limit=rows)
 
 
-def tf32_effect(model_type: str) -> str:
-    """Relative difference of fp32 encoder outputs with TF32 convolutions on vs off."""
-    model = build_hq_sam(model_type, device="cuda")
-    x = torch.randn(1, 3, 1024, 1024, device="cuda")
-    torch.backends.cudnn.allow_tf32 = False
-    exact = model.encode(x)[0]
-    torch.backends.cudnn.allow_tf32 = True
-    tf32 = model.encode(x)[0]
-    return f"{(tf32 - exact).abs().max().item() / exact.abs().max().item():.1e}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=32)
@@ -68,8 +56,6 @@ def main() -> None:
         model.precision = "bf16"
         lines += ["", f"## {model_type}, bf16: top CUDA kernels", "", "```",
                   top_ops(model, batch), "```", ""]
-        lines.append(f"- {model_type} fp32 encoder, TF32 convolutions on vs off: relative "
-                     f"difference {tf32_effect(model_type)}")
         del model, batch
         torch.cuda.empty_cache()
     text = "\n".join(lines) + "\n"

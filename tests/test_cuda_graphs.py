@@ -89,16 +89,35 @@ def test_batches_and_training_run_eagerly(gpu_tiny, inputs):
         gpu_tiny.mask_decoder.eval()
 
 
+def _boxes(labels: np.ndarray, count: int = 6) -> list[np.ndarray]:
+    ids, sizes = np.unique(labels[labels > 0], return_counts=True)
+    boxes = []
+    for i in ids[np.argsort(sizes)[::-1][:count]]:
+        ys, xs = np.nonzero(labels == i)
+        boxes.append(np.array([xs.min(), ys.min(), xs.max(), ys.max()], dtype=float))
+    return boxes
+
+
+def test_gpu_fp32_logits_match_cpu(tiny_checkpoint, nuclei2d, nuclei2d_labels):
+    """fp32 on CUDA runs convolutions without TF32: the same logits as on the CPU."""
+    image, boxes = _rgb(nuclei2d), _boxes(nuclei2d_labels)
+    logits = []
+    for device in ("cpu", "cuda"):
+        predictor = HQSamPredictor(build_hq_sam("vit_tiny", tiny_checkpoint, device=device))
+        predictor.set_image(image)
+        logits.append(np.stack([predictor.predict(box=b, multimask_output=False,
+                                                  return_logits=True)[0][0] for b in boxes]))
+    cpu, gpu = logits
+    assert np.abs(cpu).max() > 1.0
+    assert np.abs(gpu - cpu).max() <= 1e-4 * np.abs(cpu).max()
+    assert torch.backends.cudnn.allow_tf32  # the global setting is restored
+
+
 def test_vit_b_bf16_folded_bias_masks_agree_with_fp32(vit_b_checkpoint, nuclei2d,
                                                       nuclei2d_labels):
     """bf16 runs the folded-bias flash path on GPUs; its masks match fp32's."""
     predictor = HQSamPredictor(build_hq_sam("vit_b", vit_b_checkpoint, device="cuda"))
-    image = _rgb(nuclei2d)
-    ids, sizes = np.unique(nuclei2d_labels[nuclei2d_labels > 0], return_counts=True)
-    boxes = []
-    for i in ids[np.argsort(sizes)[::-1][:6]]:
-        ys, xs = np.nonzero(nuclei2d_labels == i)
-        boxes.append(np.array([xs.min(), ys.min(), xs.max(), ys.max()], dtype=float))
+    image, boxes = _rgb(nuclei2d), _boxes(nuclei2d_labels)
     masks = {}
     for precision in ("fp32", "bf16"):
         predictor.model.precision = precision

@@ -8,6 +8,8 @@ from segment_anything.modeling.common import LayerNorm2d
 from segment_anything.modeling.mask_decoder import MLP
 from torch import nn
 
+from ._inference import true_fp32
+
 # Names of the HQ modules inside the decoder: the only parameters HQ-SAM trains.
 HQ_MODULE_NAMES = (
     "hf_token",
@@ -123,13 +125,14 @@ class MaskDecoderHQ(MaskDecoder):
         iou_pred : torch.Tensor
             (B, 1) SAM's predicted IoU of the selected SAM mask.
         """
-        if hq_features is None:
-            if early_features is None:
-                raise ValueError("Give hq_features or early_features to the HQ decoder.")
-            hq_features = self.compute_hq_features(image_embeddings, early_features)
-        sam_logits, hq_logits, iou_pred = self.predict_all_masks(
-            image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings,
-            hq_features)
+        with true_fp32(image_embeddings.device):
+            if hq_features is None:
+                if early_features is None:
+                    raise ValueError("Give hq_features or early_features to the HQ decoder.")
+                hq_features = self.compute_hq_features(image_embeddings, early_features)
+            sam_logits, hq_logits, iou_pred = self.predict_all_masks(
+                image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings,
+                hq_features)
         if multimask_output:
             iou_pred, best = iou_pred[:, 1:4].max(dim=1, keepdim=True)
             sam_mask = torch.gather(

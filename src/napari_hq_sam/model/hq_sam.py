@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from segment_anything.modeling import Sam
 
+from ._inference import true_fp32
 from .cuda_graph import graphed_call, graphs_apply
 from .fast import best_precision, cast_copy, check_precision
 
@@ -75,13 +76,14 @@ class HQSam(Sam):
 
         def run(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             if dtype == torch.float32:
-                embeddings, early = encoder(batch)
-            else:
-                # no autocast cache: the weights are pre-cast, and CUDA graph
-                # capture does not allow it
-                with torch.autocast(batch.device.type, dtype=dtype, cache_enabled=False):
+                with true_fp32(batch.device):
                     embeddings, early = encoder(batch)
-                embeddings, early = embeddings.float(), early.float()
+                    return embeddings, self.mask_decoder.compute_hq_features(embeddings, early)
+            # no autocast cache: the weights are pre-cast, and CUDA graph capture
+            # does not allow it
+            with torch.autocast(batch.device.type, dtype=dtype, cache_enabled=False):
+                embeddings, early = encoder(batch)
+            embeddings, early = embeddings.float(), early.float()
             return embeddings, self.mask_decoder.compute_hq_features(embeddings, early)
 
         if graphs_apply(self, images):
