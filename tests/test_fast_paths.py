@@ -337,3 +337,34 @@ def test_fast_vit_block_matches_meta_block(window, grid, folded, monkeypatch):
         plain.attn.use_rel_pos = False
         assert (plain(x) - ref).abs().max() > 1e-2
     assert (out - ref).abs().max() <= 1e-5 * ref.abs().max()
+
+
+def test_mbconv_strips_match_plain_block(monkeypatch):
+    """MBConv's CPU strip path (halo rows, uneven last strip, batch 2) equals the plain
+    convolution + BatchNorm modules."""
+    from napari_hq_sam.model import tiny_vit
+
+    torch.manual_seed(0)
+    block = tiny_vit.MBConv(16, 4.0).eval()
+    with torch.no_grad():
+        for module in block.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.normal_(std=0.3)
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.normal_(1.0, 0.2)
+                module.bias.normal_(std=0.2)
+    x = torch.randn(2, 16, 37, 29).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        ref = block(x)  # not fused: plain modules
+        for module in block.modules():
+            if isinstance(module, tiny_vit.Conv2dBN):
+                module.fused = True
+        strips = []
+        original = tiny_vit.MBConv._forward_in_strips
+        monkeypatch.setattr(tiny_vit, "STRIP_ELEMENTS", 2 * 64 * 29 * 7)  # 5 rows per strip
+        monkeypatch.setattr(tiny_vit.MBConv, "_forward_in_strips",
+                            lambda self, x, w: strips.append(1) or original(self, x, w))
+        out = block(x)
+    assert strips, "the strip path did not run"
+    assert ref.abs().max() > 0.5
+    assert (out - ref).abs().max() <= 1e-5 * ref.abs().max()
