@@ -164,8 +164,8 @@ class MBConv(nn.Module):
             y = F.conv2d(y, w2, b2, padding=1, groups=hidden)[:, :, r0 - lo:r1 - lo]
             y = F.conv2d(gelu_(self.act2, y), w3, b3)
             if out is None:
-                out = x.new_empty(x.shape, dtype=y.dtype).contiguous(
-                    memory_format=torch.channels_last)
+                out = torch.empty(x.shape, dtype=y.dtype, device=x.device,
+                                  memory_format=torch.channels_last)
             strip = out[:, :, r0:r1]
             torch.add(y, x[:, :, r0:r1], out=strip)
             gelu_(self.act3, strip)
