@@ -89,3 +89,18 @@ def test_intensities_go_through_the_layer_contrast_limits(make_napari_viewer, ti
     mid = (sl > -900) & (sl < -400)
     assert mid.any()
     np.testing.assert_allclose(grey[mid], (sl[mid] + 900) / 500 * 255, atol=0.51)
+
+
+def test_only_a_leading_channel_axis_is_offered(make_napari_viewer, tiny_checkpoint):
+    """Labels (the image without its channel axis) line up with the image in napari only
+    when the channel axis comes first: other axes are not offered."""
+    viewer = make_napari_viewer()
+    viewer.add_image(np.random.default_rng(0).random((4, 2, 16, 20)), name="zcyx")
+    viewer.add_image(np.random.default_rng(1).random((16, 20)), name="yx")
+    widget = dock_widget(viewer, tiny_checkpoint)
+    widget.image_combo.setCurrentText("zcyx")
+    items = [widget.channel_axis_combo.itemText(i)
+             for i in range(widget.channel_axis_combo.count())]
+    assert items == ["none", "0"]
+    widget.image_combo.setCurrentText("yx")
+    assert widget.channel_axis_combo.count() == 1

@@ -123,8 +123,11 @@ class SegmentController:
         combo.blockSignals(True)
         combo.clear()
         combo.addItem(NO_CHANNEL)
-        if layer is not None:
-            combo.addItems([str(i) for i in range(layer.ndim - 2)])
+        if layer is not None and layer.ndim > 2 and not layer.rgb:
+            # only the first axis: napari aligns layers by their last axes, so the
+            # labels (the image without its channel axis) line up with the image
+            # only when the channel axis comes first
+            combo.addItem("0")
         combo.blockSignals(False)
         self._channel_axis_changed(NO_CHANNEL)
 

@@ -63,7 +63,11 @@ class SegmentView(QWidget):
         self.image_combo.setToolTip("2D (YX), 3D (ZYX), 4D (TZYX) or RGB image to segment.")
         self.channel_axis_combo = QComboBox()
         self.channel_axis_combo.addItem(NO_CHANNEL)
-        self.channel_axis_combo.setToolTip("Axis of the layer that holds channels, if any.")
+        self.channel_axis_combo.setToolTip(
+            "Axis of the layer that holds channels, if any. Only the first axis (C, Z, Y, X): "
+            "napari lines layers up by their last axes, so labels without the channel axis "
+            "match the image only then. Move another channel axis first (np.moveaxis) or "
+            "open the file with napari's channel_axis, or use `hqsam segment --channel-axis`.")
         self.channel_spin = QSpinBox()
         self.channel_spin.setToolTip("Channel to segment along the channel axis.")
         form.addRow("layer", self.image_combo)
