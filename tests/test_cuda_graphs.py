@@ -56,7 +56,7 @@ def test_graph_replay_equals_eager(gpu_tiny, inputs, precision):
             graphed = gpu_tiny.encode(x)
             assert all(torch.equal(a, b) for a, b in zip(graphed, eager))
         assert not torch.equal(gpu_tiny.encode(inputs[0])[0], gpu_tiny.encode(inputs[1])[0])
-        assert 1 <= len(gpu_tiny._cuda_graphs) <= MAX_GRAPHS
+        assert 1 <= len(gpu_tiny._cuda_graph_cache) <= MAX_GRAPHS
     finally:
         gpu_tiny.precision = "fp32"
 
@@ -78,13 +78,13 @@ def test_graph_follows_weight_changes(gpu_tiny, inputs):
 
 
 def test_batches_and_training_run_eagerly(gpu_tiny, inputs):
-    gpu_tiny.__dict__.pop("_cuda_graphs", None)
+    gpu_tiny.__dict__.pop("_cuda_graph_cache", None)
     gpu_tiny.encode(torch.cat(inputs))
-    assert not gpu_tiny.__dict__.get("_cuda_graphs")
+    assert not gpu_tiny.__dict__.get("_cuda_graph_cache")
     gpu_tiny.mask_decoder.train()
     try:
         gpu_tiny.encode(inputs[0])
-        assert not gpu_tiny.__dict__.get("_cuda_graphs")
+        assert not gpu_tiny.__dict__.get("_cuda_graph_cache")
     finally:
         gpu_tiny.mask_decoder.eval()
 

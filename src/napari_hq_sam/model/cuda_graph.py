@@ -16,6 +16,7 @@ that cannot be captured) switch the model back to eager encoding with a warning.
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable
@@ -68,7 +69,8 @@ class _CapturedCall:
                 fn(self.static_input)
         torch.cuda.current_stream(example.device).wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        # thread_local: napari's other threads may use CUDA while this one captures
+        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
             self.static_output = fn(self.static_input)
 
     def __call__(self, images: torch.Tensor) -> tuple:
@@ -100,23 +102,46 @@ def graphed_call(model: nn.Module, fn: Callable[[torch.Tensor], tuple],
     tuple of torch.Tensor
         Fresh tensors, equal to ``fn(images)``.
     """
-    weights = _weights_key(model)
-    key = (tuple(images.shape), images.dtype, images.device, variant)
-    graphs: OrderedDict = model.__dict__.setdefault("_cuda_graphs", OrderedDict())
-    if model.__dict__.get("_cuda_graph_weights") != weights:
-        graphs.clear()  # weights changed: the graphs would read outdated memory
-        model.__dict__["_cuda_graph_weights"] = weights
-    if key in graphs:
-        graphs.move_to_end(key)
-    else:
-        while len(graphs) >= MAX_GRAPHS:
-            graphs.popitem(last=False)  # free the oldest pool before capturing
+    cache = model.__dict__.setdefault("_cuda_graph_cache", _GraphCache())
+    with cache.lock:  # one static input buffer per graph: threads take turns
+        weights = _weights_key(model)
+        if cache.weights != weights:
+            cache.graphs.clear()  # weights changed: the graphs would read outdated memory
+            cache.weights = weights
+        key = (tuple(images.shape), images.dtype, images.device, variant)
+        if key in cache.graphs:
+            cache.graphs.move_to_end(key)
+            return cache.graphs[key](images)
+        while len(cache.graphs) >= MAX_GRAPHS:
+            cache.graphs.popitem(last=False)  # free the oldest pool before capturing
         try:
-            graphs[key] = _CapturedCall(fn, images)
+            cache.graphs[key] = _CapturedCall(fn, images)
         except RuntimeError as err:
             warnings.warn(f"CUDA graph capture of the encoder failed ({err}); encoding "
                           "without graphs from now on.", RuntimeWarning, stacklevel=3)
             model.cuda_graphs = False
-            graphs.clear()
+            cache.graphs.clear()
             return fn(images)
-    return graphs[key](images)
+        return cache.graphs[key](images)
+
+
+class _GraphCache:
+    """A model's captured graphs, the weights they were captured with, and a lock.
+
+    Copies and pickles of the model get an empty cache (graphs belong to one
+    process and one set of weight tensors).
+    """
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.graphs: OrderedDict = OrderedDict()
+        self.weights: tuple | None = None
+
+    def __len__(self) -> int:
+        return len(self.graphs)
+
+    def __deepcopy__(self, memo) -> _GraphCache:
+        return _GraphCache()
+
+    def __reduce__(self):
+        return (_GraphCache, ())
