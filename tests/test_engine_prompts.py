@@ -113,3 +113,20 @@ def test_prompts_checked_against_image():
         check_prompts([ObjectPrompt((), box=[0, 0, 5, 5], object_id=1)], layout)
     with pytest.raises(ValueError, match="no prompts"):
         check_prompts([], layout)
+
+
+def test_mask_prompt_holds_box_logits_and_clicks():
+    from napari_hq_sam.engine.prompts import ObjectPrompt, mask_prompt, mask_to_logits
+
+    mask = np.zeros((512, 384), dtype=bool)  # long side 512 -> scale 0.5, 256 x 192
+    mask[100:200, 40:120] = True
+    logits = mask_to_logits(mask)
+    assert logits.shape == (1, 256, 256)
+    assert (logits[0, 55:95, 25:55] > 0).all()  # inside, at half scale
+    assert (logits[0, :45] < 0).all() and (logits[0, :, 192:] < 0).all()  # outside, padding
+    click = ObjectPrompt((3,), np.array([[60.0, 150.0]]), np.array([0]), None, None)
+    prompt = mask_prompt(mask, (3,), 7, extra=[click])
+    np.testing.assert_array_equal(prompt.box, [40, 100, 119, 199])
+    np.testing.assert_array_equal(prompt.points, [[60.0, 150.0]])
+    assert prompt.object_id == 7 and prompt.slice_index == (3,)
+    np.testing.assert_array_equal(prompt.mask, logits)

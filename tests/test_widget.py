@@ -135,7 +135,7 @@ def test_no_overwrite_then_undo_then_overwrite(make_napari_viewer, qtbot, tiny_c
 
 def test_mask_prompt_refines_an_existing_object(make_napari_viewer, qtbot, tiny_checkpoint,
                                                 nuclei2d, nuclei2d_labels):
-    from napari_hq_sam._widget._tasks import mask_prompt
+    from napari_hq_sam.engine.prompts import mask_prompt
 
     viewer = make_napari_viewer()
     image = viewer.add_image(nuclei2d, name="nuclei2d")

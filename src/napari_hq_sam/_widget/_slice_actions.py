@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..engine.labels import next_label_id, paste_mask, paste_masks, undo_changes
+from ..engine.prompts import mask_prompt
 from . import _layers, _tasks
 
 
@@ -152,7 +153,7 @@ class SliceActions:
             if not current.any():
                 raise ValueError(f"Object {object_id} is not on slice {request.index} of "
                                  f"'{labels.name}': choose an id present on this slice.")
-            prompt = _tasks.mask_prompt(current, request.index, object_id, request.prompts)
+            prompt = mask_prompt(current, request.index, object_id, request.prompts)
         except ValueError as exc:
             c.show_error(exc)
             return

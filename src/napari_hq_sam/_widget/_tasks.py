@@ -185,41 +185,6 @@ def segment_slice_task(session: Session, request: SliceRequest):
     return task
 
 
-def mask_prompt(mask: np.ndarray, index: tuple, object_id: int, extra=()):
-    """An :class:`ObjectPrompt` refining an existing object from its mask.
-
-    The prompt holds the mask (as low-resolution logits), its bounding box, and the
-    points of ``extra`` prompts (the slice's clicks) so the user can steer it.
-    """
-    from ..engine.prompts import ObjectPrompt
-
-    rows, cols = np.nonzero(mask)
-    box = np.array([cols.min(), rows.min(), cols.max(), rows.max()], dtype=float)
-    points = [p for p in extra if p.points is not None]
-    coords = np.concatenate([p.points for p in points]) if points else None
-    labels = np.concatenate([p.labels for p in points]) if points else None
-    return ObjectPrompt(index, coords, labels, box, mask_to_logits(mask), object_id=object_id)
-
-
-def mask_to_logits(mask: np.ndarray, value: float = 8.0) -> np.ndarray:
-    """``(1, 256, 256)`` low-resolution logits of a bool ``(H, W)`` mask, SAM's mask frame.
-
-    The mask is resized so its long side is 256 and padded bottom/right, like
-    SAM's own low-resolution output; inside is ``+value``, outside ``-value``.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    h, w = mask.shape
-    scale = 256.0 / max(h, w)
-    size = (max(1, int(h * scale + 0.5)), max(1, int(w * scale + 0.5)))
-    small = F.interpolate(torch.as_tensor(mask, dtype=torch.float32)[None, None], size=size,
-                          mode="bilinear", align_corners=False)[0, 0].numpy()
-    out = np.full((256, 256), -value, dtype=np.float32)
-    out[:size[0], :size[1]] = np.where(small >= 0.5, value, -value)
-    return out[None]
-
-
 def preload() -> None:
     """Import torch, torchvision and the model code in the calling (GUI) thread.
 
@@ -298,6 +263,7 @@ def propagate_existing_task(session: Session, request: StackRequest, index: tupl
     """
 
     def task(progress, should_stop):
+        from ..engine.prompts import mask_prompt
         from ..engine.propagate import propagate_objects
         from ..engine.stack import StackResult
 
