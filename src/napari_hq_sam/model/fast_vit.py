@@ -117,15 +117,56 @@ def _global_attention_cpu(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     return out
 
 
+def _augmented_qk(q: torch.Tensor, k: torch.Tensor, grid: tuple[int, int],
+                  rel_h: torch.Tensor, rel_w: torch.Tensor, scale: float,
+                  align: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Queries and keys whose product is the scores with the relative-position bias.
+
+    ``q . Rh[qh, kh]`` is the product of the augmented query
+    ``[scale * q, q.Rh[qh, :], q.Rw[qw, :]]`` with the augmented key
+    ``[k, onehot(kh), onehot(kw)]`` (key token ``kh * W + kw``), likewise for ``Rw``.
+
+    Parameters
+    ----------
+    q, k : torch.Tensor
+        (B, heads, H*W, d) each; may be strided views.
+    grid, rel_h, rel_w, scale
+        As in :func:`_global_attention_cpu`.
+    align : int
+        The head dim ``d + H + W`` is padded with zeros to a multiple of this.
+
+    Returns
+    -------
+    queries, keys : torch.Tensor
+        (B, heads, H*W, d + H + W + padding) each, contiguous.
+    """
+    h, w = grid
+    b, n, tokens, d = q.shape
+    width = d + h + w
+    full = width + -width % align
+    q_grid = q.reshape(b, n, h, w, d)
+    queries = q.new_zeros(b, n, tokens, full) if full > width else q.new_empty(b, n, tokens, full)
+    torch.mul(q, scale, out=queries[..., :d])
+    queries[..., d:d + h].view(b, n, h, w, h).copy_(
+        torch.einsum("bnhwc,hkc->bnhwk", q_grid, rel_h))
+    queries[..., d + h:width].view(b, n, h, w, w).copy_(
+        torch.einsum("bnhwc,wkc->bnhwk", q_grid, rel_w))
+    keys = k.new_zeros(b, n, tokens, full)
+    keys[..., :d] = k
+    eye_h = torch.eye(h, dtype=k.dtype, device=k.device)
+    keys[..., d:d + h].view(b, n, h, w, h).copy_(eye_h.view(h, 1, h))
+    keys[..., d + h:width].view(b, n, h, w, w).copy_(torch.eye(w, dtype=k.dtype,
+                                                               device=k.device))
+    return queries, keys
+
+
 def _window_attention_cpu(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                           grid: tuple[int, int], rel_h: torch.Tensor, rel_w: torch.Tensor,
                           scale: float) -> torch.Tensor:
     """Attention within small windows, the relative-position bias folded into q and k.
 
-    ``q . Rh[qh, kh]`` is the product of the augmented query
-    ``[scale * q, q.Rh[qh, :], q.Rw[qw, :]]`` with the augmented key
-    ``[k, onehot(kh), onehot(kw)]``, so one matrix product (head dim d + H + W)
-    gives scores with the bias included: for 14 x 14 windows this costs less than
+    With :func:`_augmented_qk`, one matrix product (head dim d + H + W) gives
+    scores with the bias included: for 14 x 14 windows this costs less than
     adding the bias to scores with short (14-wide) inner dimensions.
 
     Parameters
@@ -140,16 +181,10 @@ def _window_attention_cpu(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     torch.Tensor
         (B, heads, H*W, d), contiguous.
     """
-    h, w = grid
     b, n, tokens, d = q.shape
-    q_grid = q.reshape(b * n, h, w, d)
-    bias_h = torch.einsum("bhwc,hkc->bhwk", q_grid, rel_h).reshape(b * n, tokens, h)
-    bias_w = torch.einsum("bhwc,wkc->bhwk", q_grid, rel_w).reshape(b * n, tokens, w)
-    queries = torch.cat([q.reshape(b * n, tokens, d) * scale, bias_h, bias_w], dim=-1)
-    eye_h, eye_w = torch.eye(h, dtype=q.dtype), torch.eye(w, dtype=q.dtype)
-    key_rows = eye_h.repeat_interleave(w, dim=0).expand(b * n, -1, -1)  # kh of key kh*w+kw
-    key_cols = eye_w.repeat(h, 1).expand(b * n, -1, -1)  # kw of key kh*w+kw
-    keys_t = torch.cat([k.reshape(b * n, tokens, d), key_rows, key_cols], dim=-1).transpose(1, 2)
+    queries, keys = _augmented_qk(q, k, grid, rel_h, rel_w, scale)
+    queries = queries.view(b * n, tokens, -1)
+    keys_t = keys.view(b * n, tokens, -1).transpose(1, 2)
     values = v.reshape(b * n, tokens, d)
     out = q.new_empty(b * n, tokens, d)
     pairs = max(1, SCORE_BUDGET // (tokens * tokens))
@@ -165,33 +200,17 @@ def _folded_bias_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                            scale: float) -> torch.Tensor:
     """One fused attention call with the relative-position bias folded into q and k.
 
-    As in :func:`_window_attention_cpu`, the augmented query ``[scale * q, q.Rh,
-    q.Rw]`` times the augmented key ``[k, onehot(kh), onehot(kw)]`` gives the
-    scores with the bias, so ``scaled_dot_product_attention`` runs without a mask
+    The augmented queries and keys of :func:`_augmented_qk` give the scores with
+    the bias, so ``scaled_dot_product_attention`` runs without a mask
     (flash attention on GPUs) and the (tokens x tokens) bias is never built. The
     head dim is padded with zeros to a multiple of 8, values too (flash attention
     wants equal head dims).
 
     Parameters and returns as in :func:`_global_attention_cpu`.
     """
-    h, w = grid
-    b, n, tokens, d = q.shape
-    width = d + h + w
-    pad = -width % 8
-    q_grid = q.reshape(b, n, h, w, d)
-    queries = q.new_zeros(b, n, tokens, width + pad)
-    torch.mul(q, scale, out=queries[..., :d])
-    queries[..., d:d + h].view(b, n, h, w, h).copy_(
-        torch.einsum("bnhwc,hkc->bnhwk", q_grid, rel_h))
-    queries[..., d + h:width].view(b, n, h, w, w).copy_(
-        torch.einsum("bnhwc,wkc->bnhwk", q_grid, rel_w))
-    keys = k.new_zeros(b, n, tokens, width + pad)
-    keys[..., :d] = k
-    keys[..., d:d + h].view(b, n, h, w, h).copy_(torch.eye(h, dtype=k.dtype, device=k.device)
-                                                 .view(h, 1, h))
-    keys[..., d + h:width].view(b, n, h, w, w).copy_(torch.eye(w, dtype=k.dtype,
-                                                               device=k.device))
-    values = v.new_zeros(b, n, tokens, width + pad)
+    d = q.shape[-1]
+    queries, keys = _augmented_qk(q, k, grid, rel_h, rel_w, scale, align=8)
+    values = v.new_zeros(keys.shape)
     values[..., :d] = v
     out = F.scaled_dot_product_attention(queries, keys, values, scale=1.0)
     return out[..., :d]
