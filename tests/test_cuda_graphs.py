@@ -10,17 +10,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from nuclei_utils import grey_to_rgb, largest_boxes
 
 from napari_hq_sam import HQSamPredictor, build_hq_sam
 from napari_hq_sam.batching import prepare_batch
 from napari_hq_sam.model.cuda_graph import MAX_GRAPHS
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-
-
-def _rgb(image: np.ndarray) -> np.ndarray:
-    grey = np.clip(image.astype(np.float32) / image.max() * 255.0, 0, 255).astype(np.uint8)
-    return np.repeat(grey[..., None], 3, axis=-1)
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +29,7 @@ def inputs(gpu_tiny, nuclei2d):
     """Two different preprocessed real slices, (1, 3, 1024, 1024) each, on the GPU."""
     from segment_anything.utils.transforms import ResizeLongestSide
 
-    rgb = _rgb(nuclei2d)
+    rgb = grey_to_rgb(nuclei2d)
     resize = ResizeLongestSide(1024)
     halves = [np.ascontiguousarray(rgb[:, :256]), np.ascontiguousarray(rgb[:, 256:])]
     return [prepare_batch(gpu_tiny, [resize.apply_image(h)], "cuda")[0] for h in halves]
@@ -89,18 +85,9 @@ def test_batches_and_training_run_eagerly(gpu_tiny, inputs):
         gpu_tiny.mask_decoder.eval()
 
 
-def _boxes(labels: np.ndarray, count: int = 6) -> list[np.ndarray]:
-    ids, sizes = np.unique(labels[labels > 0], return_counts=True)
-    boxes = []
-    for i in ids[np.argsort(sizes)[::-1][:count]]:
-        ys, xs = np.nonzero(labels == i)
-        boxes.append(np.array([xs.min(), ys.min(), xs.max(), ys.max()], dtype=float))
-    return boxes
-
-
 def test_gpu_fp32_logits_match_cpu(tiny_checkpoint, nuclei2d, nuclei2d_labels):
     """fp32 on CUDA runs convolutions without TF32: the same logits as on the CPU."""
-    image, boxes = _rgb(nuclei2d), _boxes(nuclei2d_labels)
+    image, boxes = grey_to_rgb(nuclei2d), largest_boxes(nuclei2d_labels, 6)
     logits = []
     for device in ("cpu", "cuda"):
         predictor = HQSamPredictor(build_hq_sam("vit_tiny", tiny_checkpoint, device=device))
@@ -117,7 +104,7 @@ def test_vit_b_bf16_folded_bias_masks_agree_with_fp32(vit_b_checkpoint, nuclei2d
                                                       nuclei2d_labels):
     """bf16 runs the folded-bias flash path on GPUs; its masks match fp32's."""
     predictor = HQSamPredictor(build_hq_sam("vit_b", vit_b_checkpoint, device="cuda"))
-    image, boxes = _rgb(nuclei2d), _boxes(nuclei2d_labels)
+    image, boxes = grey_to_rgb(nuclei2d), largest_boxes(nuclei2d_labels, 6)
     masks = {}
     for precision in ("fp32", "bf16"):
         predictor.model.precision = precision

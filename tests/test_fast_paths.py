@@ -13,6 +13,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+from nuclei_utils import grey_to_rgb, largest_boxes
 
 from napari_hq_sam import HQSamPredictor, build_hq_sam
 from napari_hq_sam.batching import auto_batch_size, encode_slices
@@ -27,21 +28,6 @@ MIN_MASK_AGREEMENT = 0.9999
 MIN_LOWP_IOU = 0.99
 
 
-def _rgb(image: np.ndarray) -> np.ndarray:
-    grey = np.clip(image.astype(np.float32) / image.max() * 255.0, 0, 255).astype(np.uint8)
-    return np.repeat(grey[..., None], 3, axis=-1)
-
-
-def _boxes(labels: np.ndarray, count: int = 4) -> list[np.ndarray]:
-    """XYXY boxes of the ``count`` largest nuclei."""
-    ids, sizes = np.unique(labels[labels > 0], return_counts=True)
-    boxes = []
-    for i in ids[np.argsort(sizes)[::-1][:count]]:
-        ys, xs = np.nonzero(labels == i)
-        boxes.append(np.array([xs.min(), ys.min(), xs.max(), ys.max()], dtype=float))
-    return boxes
-
-
 def _logits(predictor, boxes, hq_token_only=False) -> np.ndarray:
     out = [predictor.predict(box=b, multimask_output=False, return_logits=True,
                              hq_token_only=hq_token_only)[0] for b in boxes]
@@ -54,7 +40,7 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def image_and_boxes(nuclei2d, nuclei2d_labels):
-    return _rgb(nuclei2d), _boxes(nuclei2d_labels)
+    return grey_to_rgb(nuclei2d), largest_boxes(nuclei2d_labels, 4)
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +155,7 @@ def test_auto_precision_resolves_to_the_measured_best(tiny_model):
 
 @pytest.fixture(scope="module")
 def slices(nuclei2d):
-    rgb = _rgb(nuclei2d)
+    rgb = grey_to_rgb(nuclei2d)
     return [rgb[:200, :260], rgb[100:300, 50:310], rgb[256:, 256:]]
 
 
