@@ -44,7 +44,7 @@ from _common import (  # noqa: E402
     write_checkpoints,
 )
 
-from napari_hq_sam.batching import encode_slices  # noqa: E402
+from napari_hq_sam.engine.encoder import encode_slices  # noqa: E402
 from napari_hq_sam.model.fast import native_precisions  # noqa: E402
 
 HERE = Path(__file__).resolve().parent

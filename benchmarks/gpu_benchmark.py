@@ -11,7 +11,7 @@ temporary folder, then times per model type, fp32 and bf16: the encoder per
 slice (official; official under ``torch.autocast`` for bf16; ours), the decoder
 per prompt on a cached slice, and a stack of real slices end to end (encode +
 one box per slice): official one by one vs ours batched with
-:func:`napari_hq_sam.batching.encode_slices` (batch size from free memory,
+:func:`napari_hq_sam.engine.encoder.encode_slices` (batch size from free memory,
 halved on out-of-memory). Reports slices/s, peak GPU memory and the mask IoU of
 bf16 against fp32.
 """
@@ -43,7 +43,7 @@ from _common import (  # noqa: E402
     write_checkpoints,
 )
 
-from napari_hq_sam.batching import auto_batch_size, encode_slices  # noqa: E402
+from napari_hq_sam.engine.encoder import auto_batch_size, encode_slices  # noqa: E402
 from napari_hq_sam.model._inference import true_fp32  # noqa: E402
 
 HERE = Path(__file__).resolve().parent

@@ -14,7 +14,8 @@ combined with the HQ token: **one** mask per point, not three) and
 ``hq_token_only=False`` (SAM + HQ logits, which the HQ-SAM authors advise for
 scenes with many objects). The score of a mask is SAM's predicted IoU.
 
-Stacks, layouts, caching and the Dask path are in :mod:`napari_hq_sam.auto_stack`.
+Whole stacks (layouts, caching, z stitching, the Dask path) are run by
+:mod:`napari_hq_sam.engine.everything`.
 """
 
 from __future__ import annotations
@@ -40,13 +41,10 @@ from segment_anything.utils.amg import (
 )
 from torchvision.ops.boxes import batched_nms, box_area
 
-from .label_ops import masks_to_labels, remove_small_regions
+from .engine.labels import masks_to_labels, remove_small_regions
+from .errors import Cancelled, InputError
 from .model import HQSam
 from .predictor import HQSamPredictor, ImageEmbedding
-
-
-class Cancelled(Exception):
-    """Raised inside a run when its ``should_stop()`` callable returned True."""
 
 
 @dataclass
@@ -87,13 +85,25 @@ class AutoMaskConfig:
 
     def __post_init__(self):
         if self.points_per_side < 1 or self.points_per_batch < 1:
-            raise ValueError("points_per_side and points_per_batch must be at least 1")
+            raise InputError("points_per_side and points_per_batch must be at least 1")
         if self.crop_n_layers < 0 or self.min_mask_region_area < 0:
-            raise ValueError("crop_n_layers and min_mask_region_area must not be negative")
+            raise InputError("crop_n_layers and min_mask_region_area must not be negative")
 
     def to_dict(self) -> dict:
         """Plain dict of the parameters (for saving next to results)."""
         return asdict(self)
+
+    @property
+    def point_grids(self) -> list[np.ndarray]:
+        """One (K, 2) grid per crop layer, (X, Y) normalised to [0, 1]."""
+        return build_all_layer_point_grids(self.points_per_side, self.crop_n_layers,
+                                           self.crop_n_points_downscale_factor)
+
+    @property
+    def n_steps(self) -> int:
+        """Number of point batches in one image (the unit of ``progress``)."""
+        b = self.points_per_batch
+        return sum(-(-len(g) // b) * (4 ** i) for i, g in enumerate(self.point_grids))
 
 
 @dataclass
@@ -179,15 +189,12 @@ class AutomaticMaskGenerator:
     @property
     def point_grids(self) -> list[np.ndarray]:
         """One (K, 2) grid per crop layer, (X, Y) normalised to [0, 1]."""
-        c = self.config
-        return build_all_layer_point_grids(c.points_per_side, c.crop_n_layers,
-                                           c.crop_n_points_downscale_factor)
+        return self.config.point_grids
 
     @property
     def n_steps(self) -> int:
         """Number of point batches in one image (the unit of ``progress``)."""
-        b = self.config.points_per_batch
-        return sum(-(-len(g) // b) * (4 ** i) for i, g in enumerate(self.point_grids))
+        return self.config.n_steps
 
     @torch.no_grad()
     def generate(self, image: np.ndarray, embedding: ImageEmbedding | None = None,
@@ -214,10 +221,10 @@ class AutomaticMaskGenerator:
             The kept masks; ``.to_labels()`` makes a labels array.
         """
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"image must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
+            raise InputError(f"image must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
         orig_size = image.shape[:2]
         if embedding is not None and tuple(embedding.original_size) != orig_size:
-            raise ValueError(f"embedding is of an image of size {embedding.original_size}, "
+            raise InputError(f"embedding is of an image of size {embedding.original_size}, "
                              f"not {orig_size}")
         crop_boxes, layer_idxs = generate_crop_boxes(orig_size, self.config.crop_n_layers,
                                                      self.config.crop_overlap_ratio)
@@ -233,11 +240,6 @@ class AutomaticMaskGenerator:
         if self.config.min_mask_region_area > 0:
             data = self._clean_small_regions(data)
         return AutoMasks.from_mask_data(data, orig_size)
-
-    def generate_labels(self, image: np.ndarray, embedding: ImageEmbedding | None = None,
-                        **kwargs) -> np.ndarray:
-        """(H, W) ``uint32`` labels of ``image``: see :meth:`generate` and ``to_labels``."""
-        return self.generate(image, embedding, **kwargs).to_labels()
 
     # -- steps ------------------------------------------------------------------------------
     def _process_crop(self, image, crop_box, layer_idx, orig_size, embedding) -> MaskData:

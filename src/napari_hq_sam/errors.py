@@ -26,3 +26,10 @@ class MissingFileError(HQSamError, FileNotFoundError):
 
 class OutputError(HQSamError, OSError):
     """An output that cannot be written (exists, unwritable, no space)."""
+
+
+class Cancelled(Exception):
+    """Raised inside a run when its ``should_stop()`` callable returned True.
+
+    Not an error: runs catch it and keep what they finished.
+    """

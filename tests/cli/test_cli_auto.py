@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_hq_sam.auto_distributed import segment_everything_distributed
-from napari_hq_sam.auto_stack import segment_everything
 from napari_hq_sam.automatic import AutoMaskConfig
 from napari_hq_sam.cli import main
-from napari_hq_sam.engine.distributed import ModelSpec
+from napari_hq_sam.engine.distributed import ModelSpec, segment_everything_distributed
+from napari_hq_sam.engine.everything import segment_everything
 
 FAST = ["--points-per-side", "2", "--pred-iou-thresh", "0", "--stability-thresh", "0",
         "--quiet"]
@@ -52,4 +51,4 @@ def test_dask_run_equals_single_process(tiny_checkpoint, tiny_model, small_stack
                                          progress=lambda d, t: done.append((d, t)))
     single = segment_everything(tiny_model, small_stack, CFG, stitch=True)
     assert np.array_equal(run.labels, single.labels)
-    assert run.finished == [(0,), (1,)] and done[-1] == (2, 2)
+    assert run.slices == [(0,), (1,)] and done[-1] == (2, 2)

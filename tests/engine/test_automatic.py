@@ -10,12 +10,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_hq_sam.auto_stack import segment_everything, segment_slice
 from napari_hq_sam.automatic import AutoMaskConfig, AutomaticMaskGenerator
 from napari_hq_sam.engine.cache import EmbeddingCache
+from napari_hq_sam.engine.everything import segment_everything
 from napari_hq_sam.engine.image import default_contrast_limits, to_model_image
+from napari_hq_sam.engine.labels import relabel_consecutive, stitch_slices
 from napari_hq_sam.engine.segmenter import SliceSegmenter
-from napari_hq_sam.label_ops import relabel_consecutive, stitch_slices
 
 LOW = dict(pred_iou_thresh=0.0, stability_score_thresh=0.0)
 
@@ -73,7 +73,7 @@ def test_slice_labels_shape_dtype_ids(run2d, crop2d):
     ids = np.unique(labels[labels > 0])
     assert ids.size >= 1, "low thresholds must keep objects"
     assert ids.tolist() == list(range(1, ids.size + 1))     # consecutive
-    assert run2d.finished == [()] and not run2d.cancelled and run2d.n_objects == ids.size
+    assert run2d.slices == [()] and not run2d.cancelled and run2d.objects == ids.size
 
 
 def test_labels_are_the_masks_without_overlaps(tiny_model, crop2d, cache, run2d):
@@ -123,13 +123,14 @@ def test_higher_iou_threshold_never_keeps_more_masks(tiny_model, crop2d, cache):
 def test_stack_run_equals_slice_runs(tiny_model, stack2, cache, stack_run):
     run, seen = stack_run
     assert run.labels.shape == stack2.shape and run.labels.dtype == np.uint32
-    assert run.finished == [(0,), (1,)]
+    assert run.slices == [(0,), (1,)]
     assert seen == [(1, 2), (2, 2)]                            # 1 batch of 4 points a slice
     ids = np.unique(run.labels[run.labels > 0])
     assert ids.tolist() == list(range(1, ids.size + 1))        # unique through the stack
     limits = default_contrast_limits(stack2)
     for z in range(2):
-        alone = segment_slice(tiny_model, stack2[z], CFG, contrast_limits=limits, cache=cache)
+        alone = segment_everything(tiny_model, stack2[z], CFG, contrast_limits=limits,
+                                   cache=cache).labels
         assert alone.max() >= 1
         assert np.array_equal(relabel_consecutive(run.labels[z]), alone)
     assert not set(np.unique(run.labels[0])[1:]) & set(np.unique(run.labels[1])[1:])
@@ -140,7 +141,7 @@ def test_cancel_keeps_finished_slices(tiny_model, stack2, cache, stack_run):
     run = segment_everything(tiny_model, stack2, CFG, cache=cache,
                              progress=lambda d, t: done.append(d),
                              should_stop=lambda: len(done) >= 1)
-    assert run.cancelled and run.finished == [(0,)]
+    assert run.cancelled and run.slices == [(0,)]
     assert np.array_equal(run.labels[0], stack_run[0].labels[0]) and run.labels[0].max() >= 1
     assert not run.labels[1:].any()
 
@@ -158,7 +159,7 @@ def test_stitching_keeps_slice_partitions(tiny_model, stack2, cache, stack_run):
 
 def test_only_requested_slices_are_segmented(tiny_model, stack2, cache, stack_run):
     run = segment_everything(tiny_model, stack2, CFG, cache=cache, slices=[(1,)])
-    assert run.finished == [(1,)]
+    assert run.slices == [(1,)]
     assert same_partition(run.labels[1], stack_run[0].labels[1]) and not run.labels[0].any()
     with pytest.raises(ValueError, match="does not exist"):
         segment_everything(tiny_model, stack2, CFG, cache=cache, slices=[(5,)])

@@ -11,17 +11,17 @@ from segment_anything.utils.transforms import ResizeLongestSide
 from napari_hq_sam.automatic import (
     AutoMaskConfig,
     AutomaticMaskGenerator,
-    Cancelled,
     box_nms,
     filter_candidates,
 )
-from napari_hq_sam.label_ops import (
+from napari_hq_sam.engine.labels import (
     masks_to_labels,
     match_by_iou,
     relabel_consecutive,
     remove_small_regions,
     stitch_slices,
 )
+from napari_hq_sam.errors import Cancelled
 
 H = W = 64
 

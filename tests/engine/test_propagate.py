@@ -8,7 +8,7 @@ import pytest
 from napari_hq_sam.engine.image import describe_layout
 from napari_hq_sam.engine.prompts import ObjectPrompt
 from napari_hq_sam.engine.propagate import prompt_from_mask, propagate_objects
-from napari_hq_sam.engine.stack import StackResult
+from napari_hq_sam.engine.runner import SlicePlan, StackResult
 
 N, SIZE = 12, 20
 
@@ -18,6 +18,7 @@ class ShrinkingSegmenter:
 
     def __init__(self, scores):
         self.scores, self.z, self.prompts = scores, None, []
+        self.computed = self.reused = 0
 
     def set_image(self, image):
         self.z = int(round(float(image[0, 0, 0]) * (N - 1) / 255))  # slice z holds value z
@@ -29,6 +30,11 @@ class ShrinkingSegmenter:
         mask = np.zeros((SIZE, SIZE), bool)
         mask[y0 + 1:y1, x0 + 1:x1] = True
         return mask, self.scores(self.z), np.zeros((1, 256, 256), np.float32)
+
+
+def _plan(stack):
+    """Slice z of ``stack`` maps to model intensity 255 * z / (N - 1)."""
+    return SlicePlan(describe_layout(stack.shape), (0.0, N - 1.0), [])
 
 
 def _square(lo, hi):
@@ -56,8 +62,8 @@ def test_propagates_both_ways_until_vanished_or_low_score(stack):
     seg = ShrinkingSegmenter(lambda z: 0.9 if z >= 4 else 0.1)
     result = StackResult(labels, slices=[(6,)])
     calls = []
-    propagate_objects(seg, stack, describe_layout(stack.shape), (0.0, N - 1.0),
-                      {(6,): [ObjectPrompt((6,), box=[5, 5, 11, 11], object_id=1)]}, result,
+    seed = ObjectPrompt((6,), box=[5, 5, 11, 11], object_id=1)
+    propagate_objects(seg, stack, _plan(stack), {(6,): [seed]}, result,
                       score_threshold=0.5, progress=lambda d, t: calls.append((d, t)))
     # up: 5x5, 3x3, 1x1, then empty at 10; down: 5x5 on 5, 3x3 on 4, score 0.1 on 3
     assert result.slices == [(6,), (7,), (8,), (9,), (5,), (4,)]
@@ -79,7 +85,7 @@ def test_stops_at_other_prompted_slices_of_the_object(stack):
     groups = {(3,): [ObjectPrompt((3,), box=[2, 2, 17, 17], object_id=2)],
               (6,): [ObjectPrompt((6,), box=[2, 2, 17, 17], object_id=2)]}
     result = StackResult(labels, slices=[(3,), (6,)])
-    propagate_objects(seg, stack, describe_layout(stack.shape), (0.0, N - 1.0), groups, result)
+    propagate_objects(seg, stack, _plan(stack), groups, result)
     visited = result.slices[2:]
     assert len(visited) == len(set(visited))  # no slice segmented twice
     assert {(4,), (5,)} <= set(visited) and (3,) not in visited and (6,) not in visited

@@ -8,9 +8,10 @@ import pytest
 import zarr
 
 from napari_hq_sam.engine.cache import EmbeddingCache, model_signature
+from napari_hq_sam.engine.encoder import encode_slices
 from napari_hq_sam.engine.prompts import ObjectPrompt
-from napari_hq_sam.engine.segmenter import SliceSegmenter, encode_slices
-from napari_hq_sam.engine.stack import model_slice, prepare_run, segment_stack
+from napari_hq_sam.engine.segmenter import SliceSegmenter
+from napari_hq_sam.engine.stack import plan_stack, segment_stack
 
 PROMPTED = (8, 15, 22)
 
@@ -92,10 +93,11 @@ def test_labels_only_on_prompted_slices_one_id_per_object(runs, prompts, nuclei3
     labels = result.labels
     assert labels.shape == nuclei3d.shape and labels.dtype == np.uint16
     assert np.flatnonzero(labels.any(axis=(1, 2))).tolist() == list(PROMPTED)
-    layout, limits, _ = prepare_run(nuclei3d, prompts)
+    plan = plan_stack(nuclei3d, prompts)
+    assert plan.indices == [(z,) for z in PROMPTED]
     for z in PROMPTED:
         here = [p for p in prompts if p.slice_index == (z,)]
-        masks = segmenter.segment(model_slice(nuclei3d, layout, (z,), limits), here).masks
+        masks = segmenter.segment(plan.model_image(nuclei3d, (z,)), here).masks
         expected = np.zeros(labels.shape[1:], labels.dtype)
         for p, m in zip(here, masks):  # earlier objects keep their pixels
             expected[m & (expected == 0)] = p.object_id

@@ -13,7 +13,7 @@ import torch
 from nuclei_utils import grey_to_rgb, largest_boxes
 
 from napari_hq_sam import HQSamPredictor, build_hq_sam
-from napari_hq_sam.batching import prepare_batch
+from napari_hq_sam.engine.encoder import prepare_batch
 from napari_hq_sam.model.cuda_graph import MAX_GRAPHS
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

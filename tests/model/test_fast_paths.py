@@ -16,7 +16,7 @@ import torch
 from nuclei_utils import grey_to_rgb, largest_boxes
 
 from napari_hq_sam import HQSamPredictor, build_hq_sam
-from napari_hq_sam.batching import auto_batch_size, encode_slices
+from napari_hq_sam.engine.encoder import auto_batch_size, encode_slices
 from napari_hq_sam.model.checkpoint import read_state_dict
 from napari_hq_sam.model.fast import PRECISIONS, best_precision
 from napari_hq_sam.model.fast_vit import FastAttention, FastBlock

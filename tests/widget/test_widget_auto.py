@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from qtpy.QtCore import Qt
 
-from napari_hq_sam.auto_stack import segment_everything
 from napari_hq_sam.automatic import AutoMaskConfig
+from napari_hq_sam.engine.everything import segment_everything
 
 PLUGIN, WIDGET = "napari-hq-sam", "Segment everything"
 CFG = AutoMaskConfig(points_per_side=2, pred_iou_thresh=0.0, stability_score_thresh=0.0)
@@ -72,7 +72,7 @@ def test_cancel_keeps_finished_slices(qtbot, docked, tiny_model):
     widget.runner.progressed.connect(lambda done, total: widget.cancel(),
                                      type=Qt.DirectConnection)
     run_and_wait(qtbot, widget)
-    assert widget.last_run.cancelled and widget.last_run.finished == [(0,)]
+    assert widget.last_run.cancelled and widget.last_run.slices == [(0,)]
     labels = viewer.layers["nuclei everything"].data
     assert labels[0].max() >= 1 and not labels[1].any()
     assert np.array_equal(labels[0], expected(tiny_model, image)[0])

@@ -6,13 +6,10 @@ Each task takes the engine's two callables, ``progress(done, total)`` and
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-_FILE_TYPE = re.compile(r"sam_hq_(vit_tiny|vit_b|vit_l|vit_h)\b")
 
 
 @dataclass(frozen=True)
@@ -42,27 +39,6 @@ class ModelChoice:
         return f"{self.model_type or 'local file'} ({source}, {self.device}, {self.precision})"
 
 
-def checkpoint_model_type(path: str | Path) -> str:
-    """Backbone of a local checkpoint: from its official file name, else from its keys.
-
-    Raises
-    ------
-    FileNotFoundError, CheckpointError
-        Missing file, unreadable file or unknown backbone.
-    """
-    from ..model.checkpoint import CheckpointError, detect_model_type, read_state_dict
-
-    path = Path(path)
-    match = _FILE_TYPE.search(path.name)
-    if match:
-        return match.group(1)
-    found = detect_model_type(read_state_dict(path, "vit_tiny"))
-    if found is None:
-        raise CheckpointError(f"{path} is not an HQ-SAM checkpoint of a known backbone "
-                              "(vit_tiny, vit_b, vit_l, vit_h).")
-    return found
-
-
 def load_model_task(choice: ModelChoice):
     """Return a task that loads the chosen model (downloading official weights once).
 
@@ -71,7 +47,7 @@ def load_model_task(choice: ModelChoice):
 
     def task(progress, should_stop):
         from ..loading import load_model
-        from ..weights import cached_checkpoint
+        from ..weights import cached_checkpoint, checkpoint_model_type
 
         progress(0, 1)
         if choice.checkpoint is not None:
@@ -265,13 +241,13 @@ def propagate_existing_task(session: Session, request: StackRequest, index: tupl
     def task(progress, should_stop):
         from ..engine.prompts import mask_prompt
         from ..engine.propagate import propagate_objects
-        from ..engine.stack import StackResult
+        from ..engine.runner import SlicePlan, StackResult
 
         session.segmenter.hq_token_only = request.hq_token_only
         seed = mask_prompt(np.asarray(request.labels[index]) == object_id, index, object_id)
         result = StackResult(request.labels, objects=1)
-        propagate_objects(session.segmenter, request.data, request.layout,
-                          request.contrast_limits, {index: [seed]}, result,
+        plan = SlicePlan(request.layout, tuple(request.contrast_limits), [index])
+        propagate_objects(session.segmenter, request.data, plan, {index: [seed]}, result,
                           score_threshold=request.score_threshold,
                           overwrite=request.overwrite, progress=progress,
                           should_stop=should_stop)

@@ -1,7 +1,7 @@
 """Dock widget "Segment everything": automatic HQ masks for a slice or a whole stack.
 
 The widget only reads its controls and the image layer (in the GUI thread) and
-runs :func:`napari_hq_sam.auto_stack.segment_everything` in a ``thread_worker``
+runs :func:`napari_hq_sam.engine.everything.segment_everything` in a ``thread_worker``
 through the shared :class:`~._runner.TaskRunner` (progress bar, cancel). The
 model is loaded with the same task, session and embedding cache as the
 interactive widget, so slices embedded there are not embedded again. The result
@@ -152,7 +152,7 @@ class AutoSegmentWidget(QWidget):
                           on_done=loaded)
 
     def _segment(self) -> None:
-        from ..auto_stack import segment_everything
+        from ..engine.everything import segment_everything
 
         try:
             layer = self.viewer.layers[self.image_combo.currentText()] \
@@ -180,15 +180,15 @@ class AutoSegmentWidget(QWidget):
 
     def _add_result(self, run, ctx) -> None:
         self.last_run = run
-        if not run.finished:
+        if not run.slices:
             self.status.setText("Cancelled before any slice was finished.")
             return
         name = f"{ctx.layer.name} everything"
         layer = self.viewer.add_labels(run.labels, name=name, scale=ctx.scale,
                                        translate=ctx.translate)
-        state = f"cancelled; kept {len(run.finished)} finished slice(s)" if run.cancelled \
-            else f"{len(run.finished)} slice(s)"
-        self.status.setText(f"{run.n_objects} objects in '{layer.name}' ({state}).")
+        state = f"cancelled; kept {len(run.slices)} finished slice(s)" if run.cancelled \
+            else f"{len(run.slices)} slice(s)"
+        self.status.setText(f"{run.objects} objects in '{layer.name}' ({state}).")
 
     def cancel(self) -> None:
         """Stop the run at its next point batch; finished slices are kept."""

@@ -4,8 +4,17 @@ from __future__ import annotations
 
 from dataclasses import fields
 
-from ..model_types import MODEL_TYPES as MODEL_CHOICES
-from ._options import add_layout_options
+from ._common import model_spec, require_files
+from ._options import (
+    add_cache_option,
+    add_dask_options,
+    add_device_option,
+    add_layout_options,
+    add_model_options,
+    add_output_options,
+    add_precision_option,
+    add_quiet_option,
+)
 
 # Config fields exposed as options: (field, flag, help).
 _CONFIG_OPTIONS = (
@@ -31,21 +40,12 @@ def register(subparsers) -> None:
         "prompts, filtered by predicted IoU and stability, duplicates removed by NMS; one id "
         "per object, no overlaps. Defaults are the official HQ-SAM ones.")
     p.add_argument("image", metavar="IMAGE", help="image file: .tif, .tiff, .zarr or .npy")
-    p.add_argument("--model", required=True, choices=MODEL_CHOICES, help="HQ-SAM model type")
-    p.add_argument("--checkpoint", metavar="FILE", help="checkpoint file (default: the "
-                   "official one, downloaded once)")
-    p.add_argument("--out", required=True, metavar="OUT", help="labels output: .tif or .zarr")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    where = p.add_mutually_exclusive_group()
-    where.add_argument("--workers", type=int, metavar="N",
-                       help="run on a local Dask cluster of N workers (model loaded once each)")
-    where.add_argument("--scheduler", metavar="ADDRESS", help="join a Dask scheduler")
-    p.add_argument("--device", help="cuda, mps or cpu (default: best available)")
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16", "auto"),
-                   default="fp32", help="encoder precision (default fp32, exact); auto: the "
-                   "fastest reduced precision on this device, measured on CPUs")
-    p.add_argument("--cache", metavar="DIR",
-                   help="zarr folder caching embeddings: reruns reuse them, killed runs resume")
+    add_model_options(p)
+    add_output_options(p)
+    add_dask_options(p, "run on a local Dask cluster of N workers (model loaded once each)")
+    add_device_option(p)
+    add_precision_option(p)
+    add_cache_option(p)
     for name, flag, text in _CONFIG_OPTIONS:
         kind = {"int": int, "float": float}[types[name]]
         p.add_argument(flag, dest=name, type=kind, default=getattr(defaults, name),
@@ -59,7 +59,7 @@ def register(subparsers) -> None:
     p.add_argument("--stitch-iou", type=float, default=0.5,
                    help="minimum mask IoU to join objects of neighbouring slices (default 0.5)")
     add_layout_options(p)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet_option(p)
     p.set_defaults(func=run)
 
 
@@ -73,7 +73,6 @@ def config_from_args(args):
 
 def run(args) -> int:
     import time
-    from pathlib import Path
 
     from ..engine import io
     from ..engine.image import describe_layout
@@ -83,42 +82,26 @@ def run(args) -> int:
     image = io.read_image(args.image)
     layout = describe_layout(image.shape, rgb=args.rgb, channel_axis=args.channel_axis,
                              channel=args.channel, axes=args.axes)
-    if args.checkpoint is not None and not Path(args.checkpoint).is_file():
-        raise FileNotFoundError(f"{args.checkpoint} does not exist.")
+    require_files(args.checkpoint)
     config = config_from_args(args)
     start = time.perf_counter()
     result = _segment(args, image, layout, config)
-    if result.cancelled:
-        raise RuntimeError("the run was cancelled; nothing was written.")
     io.write_labels(out, result.labels, args.overwrite)
     seconds = time.perf_counter() - start
-    n = len(result.finished)
-    print(f"segmented {n} slices, {result.n_objects} objects in {seconds:.1f} s "
+    n = len(result.slices)
+    print(f"segmented {n} slices, {result.objects} objects in {seconds:.1f} s "
           f"({seconds / max(n, 1):.2f} s per slice)")
     print(f"wrote {out}: labels {result.labels.shape} {result.labels.dtype}")
     return 0
 
 
-def _spec(args):
-    from pathlib import Path
-
-    from ..engine.distributed import ModelSpec
-
-    def absolute(p):
-        return None if p is None else str(Path(p).resolve())
-
-    return ModelSpec(args.model, absolute(args.checkpoint), args.device, args.precision,
-                     cache_dir=absolute(args.cache), hq_token_only=args.hq_token_only)
-
-
 def _segment(args, image, layout, config):
     from tqdm import tqdm
 
-    from ..auto_distributed import segment_everything_distributed
-    from ..auto_stack import segment_everything
-    from ..engine.distributed import worker_segmenter
+    from ..engine.distributed import segment_everything_distributed, worker_segmenter
+    from ..engine.everything import segment_everything
 
-    spec = _spec(args)
+    spec = model_spec(args)
     bar = tqdm(total=1, disable=args.quiet, desc="hqsam auto")
 
     def progress(done, total):

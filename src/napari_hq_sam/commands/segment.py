@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
-from ..model_types import MODEL_TYPES as MODEL_CHOICES
-from ._options import add_layout_options
+from ._common import model_spec, require_files
+from ._options import (
+    add_adapter_option,
+    add_cache_option,
+    add_dask_options,
+    add_device_option,
+    add_layout_options,
+    add_model_options,
+    add_output_options,
+    add_precision_option,
+    add_quiet_option,
+)
 
 
 def register(subparsers) -> None:
@@ -17,21 +27,13 @@ def register(subparsers) -> None:
     p.add_argument("--prompts", action="append", required=True, metavar="FILE",
                    help="prompt file (.csv saved from a napari Points/Shapes layer, or .json); "
                    "repeat for several files")
-    p.add_argument("--model", required=True, choices=MODEL_CHOICES, help="HQ-SAM model type")
-    p.add_argument("--checkpoint", metavar="FILE",
-                   help="checkpoint file (default: the official one, downloaded once)")
-    p.add_argument("--out", required=True, metavar="OUT", help="labels output: .tif or .zarr")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    p.add_argument("--device", help="cuda, mps or cpu (default: best available)")
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16", "auto"),
-                   default="fp32", help="encoder precision (default fp32, exact); auto: the "
-                   "fastest reduced precision on this device, measured on CPUs")
-    p.add_argument("--adapter", metavar="FILE", help="HQ adapter file to load into the model")
-    p.add_argument("--cache", metavar="DIR",
-                   help="zarr folder caching embeddings: reruns reuse them, killed runs resume")
-    where = p.add_mutually_exclusive_group()
-    where.add_argument("--workers", type=int, metavar="N", help="run on a local Dask cluster")
-    where.add_argument("--scheduler", metavar="ADDRESS", help="join a Dask scheduler")
+    add_model_options(p)
+    add_output_options(p)
+    add_device_option(p)
+    add_precision_option(p)
+    add_adapter_option(p)
+    add_cache_option(p)
+    add_dask_options(p)
     p.add_argument("--propagate", action="store_true",
                    help="propagate each object through z from its prompted slices")
     p.add_argument("--score-threshold", type=float, default=0.5,
@@ -43,17 +45,15 @@ def register(subparsers) -> None:
                    help="default contrast limits: min/max or 0.5/99.5 percentiles")
     p.add_argument("--batch-size", type=int, default=None,
                    help="slices encoded at once (default: from free GPU memory; 1 on CPUs)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet_option(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from pathlib import Path
-
     from ..engine import io
-    from ..engine.image import default_contrast_limits, describe_layout
+    from ..engine.image import default_contrast_limits, describe_layout, selected_channel
     from ..engine.prompt_files import read_prompt_files
-    from ..engine.stack import prepare_run
+    from ..engine.stack import plan_stack
 
     # Everything the user can get wrong is checked before the model loads.
     out = io.check_output(args.out, args.overwrite)
@@ -63,26 +63,14 @@ def run(args) -> int:
                              channel=args.channel, axes=args.axes)
     limits = tuple(args.contrast_limits) if args.contrast_limits else None
     if limits is None and args.contrast == "percentile":
-        from ..engine.stack import selected_channel
-
         limits = default_contrast_limits(selected_channel(image, layout), "percentile")
-    layout, limits, _ = prepare_run(image, prompts, layout=layout, contrast_limits=limits,
-                                    labels=_Shape(layout.labels_shape))
-    for path in (args.checkpoint, args.adapter):
-        if path is not None and not Path(path).is_file():
-            raise FileNotFoundError(f"{path} does not exist.")
-    if args.adapter is not None:
-        import importlib.util
-
-        if importlib.util.find_spec("napari_hq_sam.adapters") is None:
-            raise RuntimeError("--adapter needs napari_hq_sam.adapters, missing from this "
-                               "install: upgrade napari-hq-sam.")
+    plan = plan_stack(image, prompts, layout=layout, contrast_limits=limits)
+    layout, limits = plan.layout, plan.contrast_limits
+    require_files(args.checkpoint, args.adapter)
     tmp = io.partial_path(out)
     try:
         labels = _empty_labels(out, tmp, layout, prompts)
         result = _segment(args, image, prompts, layout, limits, labels)
-        if result.cancelled:
-            raise RuntimeError("the run was cancelled; nothing was written.")
         if out.suffix.lower() == ".zarr":
             io.commit_output(tmp, out, args.overwrite)
         else:
@@ -93,44 +81,22 @@ def run(args) -> int:
     return 0
 
 
-class _Shape:
-    """Stands in for the labels array when only its shape is checked."""
-
-    def __init__(self, shape):
-        self.shape = shape
-
-
 def _empty_labels(out, tmp, layout, prompts):
-    import numpy as np
-
     from ..engine import io
-    from ..engine.stack import labels_dtype
+    from ..engine.stack import new_labels, prompts_dtype
 
     if out.suffix.lower() == ".zarr":
-        return io.create_zarr_labels(tmp, layout.labels_shape, labels_dtype(prompts))
-    return np.zeros(layout.labels_shape, labels_dtype(prompts))
-
-
-def _spec(args):
-    from pathlib import Path
-
-    from ..engine.distributed import ModelSpec
-
-    def absolute(p):
-        return None if p is None else str(Path(p).resolve())
-
-    return ModelSpec(args.model, absolute(args.checkpoint), args.device, args.precision,
-                     absolute(args.adapter), absolute(args.cache), args.hq_token_only)
+        return io.create_zarr_labels(tmp, layout.labels_shape, prompts_dtype(prompts))
+    return new_labels(layout.labels_shape, prompts)
 
 
 def _segment(args, image, prompts, layout, limits, labels):
     from tqdm import tqdm
 
-    from ..batching import auto_batch_size
     from ..engine.distributed import segment_stack_distributed, worker_segmenter
     from ..engine.stack import segment_stack
 
-    spec = _spec(args)
+    spec = model_spec(args)
     bar = tqdm(total=len({p.slice_index for p in prompts}), unit="slice", disable=args.quiet,
                desc="hqsam segment")
 
@@ -149,10 +115,8 @@ def _segment(args, image, prompts, layout, limits, labels):
             logging.getLogger("distributed").setLevel(logging.ERROR)
             return segment_stack_distributed(image, prompts, spec, scheduler=args.scheduler,
                                              n_workers=args.workers, **common)
-        segmenter = worker_segmenter(spec)
-        batch_size = args.batch_size or auto_batch_size(segmenter.model)
-        return segment_stack(image, prompts, segmenter=segmenter, batch_size=batch_size,
-                             **common)
+        return segment_stack(image, prompts, segmenter=worker_segmenter(spec),
+                             batch_size=args.batch_size, **common)
     finally:
         bar.close()
 

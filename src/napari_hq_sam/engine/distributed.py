@@ -1,10 +1,12 @@
-"""The stack run of :mod:`.stack` on a Dask cluster, one task per prompted slice.
+"""Runs over slices on a Dask cluster: the :mod:`.runner` jobs, one task per slice.
 
-Workers receive a :class:`ModelSpec` (how to load the model, not the model) and
-load it once per process, in :func:`worker_segmenter`; threads of a worker share
-that model and its embedding cache, each with its own predictor. The main
-process reads and converts the slices, and pastes the returned masks in slice
-order, so the labels are identical to a single-process run.
+Workers receive a :class:`ModelSpec` (how to load the model, not the model) and the
+job, and load the model once per process, in :func:`worker_segmenter`; threads of a
+worker share that model and its embedding cache, each with its own predictor. The
+main process reads and converts the slices, and records the returned outputs in
+slice order, so the labels are identical to a single-process run. Prompted stacks
+(:func:`segment_stack_distributed`) and segment everything
+(:func:`segment_everything_distributed`) are two jobs on this one path.
 
 ``n_workers`` starts a ``LocalCluster``; ``scheduler`` joins any running
 ``dask.distributed`` scheduler (e.g. one started by dask-jobqueue on an HPC
@@ -19,10 +21,24 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..automatic import AutoMaskConfig
+from ..errors import HQSamError, InputError
 from .cache import EmbeddingCache, model_signature
+from .everything import EverythingJob, empty_run, finish_everything
+from .image import ImageLayout
 from .prompts import ObjectPrompt
-from .segmenter import SliceResult, SliceSegmenter
-from .stack import StackResult, group_by_slice, model_slice, paste_result, prepare_run
+from .propagate import propagate_objects
+from .runner import (
+    Progress,
+    ShouldStop,
+    SliceJob,
+    SlicePlan,
+    StackResult,
+    check_labels,
+    plan_slices,
+)
+from .segmenter import SliceSegmenter
+from .stack import PromptJob, group_by_slice, new_labels, plan_stack
 
 _MODELS: dict = {}
 _SEGMENTERS: dict = {}
@@ -87,13 +103,14 @@ def worker_segmenter(spec: ModelSpec) -> SliceSegmenter:
     return _SEGMENTERS[key]
 
 
-def segment_slice_task(spec: ModelSpec, image, prompts: Sequence[ObjectPrompt]
-                       ) -> tuple[SliceResult, int, int]:
-    """Dask task: segment one slice; returns ``(result, computed, reused)`` embeddings."""
+def slice_task(spec: ModelSpec, job: SliceJob, index: tuple[int, ...], image
+               ) -> tuple[object, int, int]:
+    """Dask task: ``job`` on one slice; returns ``(output, computed, reused)`` embeddings."""
     segmenter = worker_segmenter(spec)
     computed, reused = segmenter.computed, segmenter.reused
-    result = segmenter.segment(image, list(prompts))
-    return result, segmenter.computed - computed, segmenter.reused - reused
+    embedding = segmenter.embeddings([image])[0]
+    output = job.segment(segmenter, index, image, embedding, None, None)
+    return output, segmenter.computed - computed, segmenter.reused - reused
 
 
 def open_client(client=None, scheduler: str | None = None, n_workers: int | None = None,
@@ -110,10 +127,10 @@ def open_client(client=None, scheduler: str | None = None, n_workers: int | None
         try:
             return Client(scheduler, timeout="20s"), True
         except OSError as exc:
-            raise RuntimeError(f"cannot reach the Dask scheduler at {scheduler}: {exc}. "
+            raise HQSamError(f"cannot reach the Dask scheduler at {scheduler}: {exc}. "
                                "Check the address and that the scheduler runs.") from None
     if not n_workers or n_workers < 1:
-        raise ValueError("give a Dask client, a scheduler address or a number of workers >= 1.")
+        raise InputError("give a Dask client, a scheduler address or a number of workers >= 1.")
     cluster = LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker,
                            processes=processes, dashboard_address=None)
     return Client(cluster), True
@@ -134,24 +151,77 @@ def dask_client(client=None, scheduler: str | None = None, n_workers: int | None
                 cluster.close()
 
 
+def run_slices_distributed(job: SliceJob, image, plan: SlicePlan, spec: ModelSpec,
+                           result: StackResult, *, client=None, scheduler: str | None = None,
+                           n_workers: int | None = None, processes: bool = True,
+                           progress: Progress | None = None,
+                           should_stop: ShouldStop | None = None) -> StackResult:
+    """:func:`~.runner.run_slices` with one Dask task per slice of ``plan``.
+
+    Parameters
+    ----------
+    job, image, plan, result
+        As in :func:`~.runner.run_slices`.
+    spec : ModelSpec
+        How each worker loads the model.
+    client : distributed.Client, optional
+        Use this client; else one joined to ``scheduler``, or a new LocalCluster of
+        ``n_workers`` (with ``processes``, one thread each), closed at the end.
+    progress, should_stop : callable, optional
+        ``progress(done, total)`` in the job's steps as slices finish;
+        ``should_stop()`` as slices are submitted and finish: True cancels the slices
+        not yet finished, finished ones are recorded.
+    """
+    from distributed import as_completed
+
+    def stopping() -> bool:
+        return should_stop is not None and should_stop()
+
+    finished: dict[tuple, object] = {}
+    with dask_client(client, scheduler, n_workers, processes) as client:
+        shared_job = client.scatter(job, broadcast=True, hash=False)
+        futures = {}
+        for index in plan.indices:
+            if stopping():
+                result.cancelled = True
+                break
+            futures[client.submit(slice_task, spec, shared_job, index,
+                                  plan.model_image(image, index), pure=False)] = index
+        for future in as_completed(list(futures)):
+            output, computed, reused = future.result()
+            finished[futures[future]] = output
+            result.computed += computed
+            result.reused += reused
+            if progress is not None:
+                progress(len(finished) * job.steps, len(plan.indices) * job.steps)
+            if stopping() and len(finished) < len(futures):
+                result.cancelled = True
+                client.cancel([f for f in futures if not f.done()])
+                break
+    for index in plan.indices:  # slice order: the same labels as one process
+        if index in finished:
+            job.record(result, index, finished[index])
+    return result
+
+
 def segment_stack_distributed(image, prompts: Sequence[ObjectPrompt], spec: ModelSpec, *,
                               client=None, scheduler: str | None = None,
                               n_workers: int | None = None, processes: bool = True,
                               contrast_limits=None, labels=None, overwrite: bool = False,
                               propagate: bool = False, score_threshold: float = 0.5,
-                              progress=None, should_stop=None, **layout_kwargs) -> StackResult:
+                              progress: Progress | None = None,
+                              should_stop: ShouldStop | None = None,
+                              **layout_kwargs) -> StackResult:
     """:func:`~.stack.segment_stack` with one Dask task per prompted slice.
 
     Parameters
     ----------
-    image, prompts, contrast_limits, labels, overwrite, progress, should_stop
-        As in :func:`~.stack.segment_stack`; ``should_stop`` cancels the slices not
-        yet finished; finished ones are kept.
+    image, prompts, contrast_limits, labels, overwrite, score_threshold
+        As in :func:`~.stack.segment_stack`.
     spec : ModelSpec
         How each worker loads the model.
-    client : distributed.Client, optional
-        Use this client; else ``scheduler`` or ``n_workers`` (a LocalCluster with
-        ``processes`` and one thread per worker) is used and closed at the end.
+    client, scheduler, n_workers, processes, progress, should_stop
+        As in :func:`run_slices_distributed`.
     propagate : bool
         After the cluster run, propagate in this process (loading the model here).
 
@@ -161,50 +231,53 @@ def segment_stack_distributed(image, prompts: Sequence[ObjectPrompt], spec: Mode
         Identical labels to a single-process run.
     """
     start = time.perf_counter()
-    layout, limits, labels = prepare_run(image, prompts, contrast_limits=contrast_limits,
-                                         labels=labels, **layout_kwargs)
+    plan = plan_stack(image, prompts, contrast_limits=contrast_limits, **layout_kwargs)
+    if labels is None:
+        labels = new_labels(plan.layout.labels_shape, prompts)
+    check_labels(labels, plan.layout)
     groups = group_by_slice(prompts)
     result = StackResult(labels, objects=len({p.object_id for p in prompts}))
-    with dask_client(client, scheduler, n_workers, processes) as client:
-        finished = _run_tasks(client, spec, image, layout, limits, groups, result, progress,
-                              should_stop)
-    for index in sorted(finished):
-        paste_result(labels, finished[index], result, overwrite)
+    run_slices_distributed(PromptJob(groups, overwrite), image, plan, spec, result,
+                           client=client, scheduler=scheduler, n_workers=n_workers,
+                           processes=processes, progress=progress, should_stop=should_stop)
     if propagate and not result.cancelled:
-        from .propagate import propagate_objects
-
-        segmenter = worker_segmenter(spec)
-        computed, reused = segmenter.computed, segmenter.reused
-        propagate_objects(segmenter, image, layout, limits, groups, result,
+        propagate_objects(worker_segmenter(spec), image, plan, groups, result,
                           score_threshold=score_threshold, overwrite=overwrite,
                           progress=progress, should_stop=should_stop)
-        result.computed += segmenter.computed - computed
-        result.reused += segmenter.reused - reused
     result.seconds = time.perf_counter() - start
     return result
 
 
-def _run_tasks(client, spec, image, layout, limits, groups, result, progress, should_stop):
-    from distributed import as_completed
+def segment_everything_distributed(
+        image, spec: ModelSpec, config: AutoMaskConfig | None = None, *, client=None,
+        scheduler: str | None = None, n_workers: int | None = None, processes: bool = True,
+        layout: ImageLayout | None = None, contrast_limits: tuple[float, float] | None = None,
+        slices: Sequence[tuple[int, ...]] | None = None, stitch: bool = False,
+        stitch_iou: float = 0.5, progress: Progress | None = None,
+        should_stop: ShouldStop | None = None, **layout_kwargs) -> StackResult:
+    """:func:`~.everything.segment_everything` with one Dask task per slice.
 
-    futures = {}
-    for index, prompts in groups.items():
-        if should_stop is not None and should_stop():
-            result.cancelled = True
-            break
-        futures[client.submit(segment_slice_task, spec, model_slice(image, layout, index, limits),
-                              prompts, pure=False)] = index
-    finished: dict[tuple, SliceResult] = {}
-    pending = as_completed(list(futures))
-    for future in pending:
-        sliced, computed, reused = future.result()
-        finished[futures[future]] = sliced
-        result.computed += computed
-        result.reused += reused
-        if progress is not None:
-            progress(len(finished), len(groups))
-        if should_stop is not None and should_stop():
-            result.cancelled = True
-            client.cancel([f for f in futures if not f.done()])
-            break
-    return finished
+    Parameters
+    ----------
+    image, config, layout, contrast_limits, slices, stitch, stitch_iou
+        As in :func:`~.everything.segment_everything`.
+    spec : ModelSpec
+        How each worker loads the model (``spec.cache_dir``: shared disk cache).
+    client, scheduler, n_workers, processes, progress, should_stop
+        As in :func:`run_slices_distributed`.
+
+    Returns
+    -------
+    StackResult
+        Identical labels to a single-process run.
+    """
+    start = time.perf_counter()
+    plan = plan_slices(image, layout=layout, contrast_limits=contrast_limits, slices=slices,
+                       **layout_kwargs)
+    result = run_slices_distributed(
+        EverythingJob(config or AutoMaskConfig()), image, plan, spec,
+        empty_run(plan.layout.labels_shape), client=client, scheduler=scheduler,
+        n_workers=n_workers, processes=processes, progress=progress, should_stop=should_stop)
+    finish_everything(result, stitch, stitch_iou)
+    result.seconds = time.perf_counter() - start
+    return result

@@ -257,3 +257,18 @@ def to_model_image(slice_, contrast_limits: tuple[float, float] | None = None,
     if not rgb:
         out = np.repeat(out[..., None], 3, axis=-1)
     return np.ascontiguousarray(out)
+
+
+def selected_channel(image, layout: ImageLayout):
+    """``image`` restricted to the chosen channel (lazily for dask), for contrast limits."""
+    if layout.channel_axis is None:
+        return image
+    key = [slice(None)] * len(layout.shape)
+    key[layout.channel_axis] = layout.channel
+    return image[tuple(key)]
+
+
+def model_slice(image, layout: ImageLayout, index: tuple[int, ...],
+                contrast_limits: tuple[float, float]) -> np.ndarray:
+    """Slice ``index`` of ``image`` as the model's uint8 ``(H, W, 3)`` input."""
+    return to_model_image(layout.take(image, index), contrast_limits, rgb=layout.rgb)

@@ -11,13 +11,16 @@ vanishes (fewer than ``min_area`` pixels) or where the predicted IoU falls below
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import numpy as np
 from scipy import ndimage
 
-from .image import ImageLayout
+from ..errors import InputError
+from .labels import paste_mask
 from .prompts import ObjectPrompt
+from .runner import Progress, ShouldStop, SlicePlan, StackResult
 
 
 def prompt_from_mask(mask: np.ndarray, slice_index: tuple[int, ...],
@@ -84,45 +87,61 @@ def propagate_object(segmenter, get_image: Callable[[tuple], np.ndarray], seed_i
         yield index, mask, score
 
 
-def propagate_objects(segmenter, image, layout: ImageLayout, contrast_limits, groups: dict,
-                      result, *, score_threshold: float = 0.5, overwrite: bool = False,
-                      progress=None, should_stop=None) -> None:
+def propagate_objects(segmenter, image, plan: SlicePlan, groups: dict, result: StackResult,
+                      *, score_threshold: float = 0.5, overwrite: bool = False,
+                      progress: Progress | None = None,
+                      should_stop: ShouldStop | None = None) -> None:
     """Propagate every prompted object of a stack run through the last leading axis.
 
-    Seeds are the object's pixels in ``result.labels`` on its prompted slices;
-    new masks are pasted without overwriting other objects (unless ``overwrite``)
-    and recorded in ``result`` (a :class:`~.stack.StackResult`).
+    Parameters
+    ----------
+    segmenter : SliceSegmenter
+    image : array-like
+        The N-D image.
+    plan : SlicePlan
+        Layout and contrast limits of the run (:mod:`.runner`).
+    groups : dict
+        ``slice index -> prompts``; each object's pixels in ``result.labels`` on its
+        prompted slices are its seeds.
+    result : StackResult
+        New masks are pasted into ``result.labels`` without overwriting other objects
+        (unless ``overwrite``) and recorded in ``result``; ``cancelled`` is set when
+        ``should_stop()`` ends the run.
+    progress, should_stop : callable, optional
+        The runner's conventions, one step per slice reached.
     """
-    from .labels import paste_mask
-    from .stack import model_slice
-
+    layout = plan.layout
     if not layout.leading_shape:
-        raise ValueError("propagation needs a stack: this image has a single 2D slice.")
+        raise InputError("propagation needs a stack: this image has a single 2D slice.")
     n_slices = layout.leading_shape[-1]
     seeds: dict[int, list[tuple]] = {}
     for index, prompts in groups.items():
         for p in prompts:
             seeds.setdefault(p.object_id, []).append(index)
     labels = result.labels
+    computed, reused = segmenter.computed, segmenter.reused
     total = len(result.slices) + sum(n_slices - len(s) for s in seeds.values())
     for object_id, indices in sorted(seeds.items()):
         visited = set(indices)  # grows as the object reaches slices, so none is done twice
-        for seed in indices:
-            seed_mask = np.asarray(labels[seed]) == object_id
-            for direction in (1, -1):
-                steps = propagate_object(
-                    segmenter, lambda i: model_slice(image, layout, i, contrast_limits), seed,
-                    seed_mask, object_id, n_slices, direction=direction, stop_at=visited,
-                    score_threshold=score_threshold, should_stop=should_stop)
-                for index, mask, score in steps:
-                    visited.add(index)
-                    paste_mask(labels, index, mask, object_id, overwrite=overwrite)
-                    result.slices.append(index)
-                    result.scores[(index, object_id)] = score
-                    if progress is not None:
-                        progress(len(result.slices), total)
-                if should_stop is not None and should_stop():
-                    result.cancelled = True
-                    return
-    if progress is not None:
+        for seed, direction in itertools.product(indices, (1, -1)):
+            steps = propagate_object(
+                segmenter, lambda i: plan.model_image(image, i), seed,
+                np.asarray(labels[seed]) == object_id, object_id, n_slices,
+                direction=direction, stop_at=visited, score_threshold=score_threshold,
+                should_stop=should_stop)
+            for index, mask, score in steps:
+                visited.add(index)
+                paste_mask(labels, index, mask, object_id, overwrite=overwrite)
+                result.slices.append(index)
+                result.scores[(index, object_id)] = score
+                if progress is not None:
+                    progress(len(result.slices), total)
+            if should_stop is not None and should_stop():
+                result.cancelled = True
+                break
+        if result.cancelled:
+            break
+    result.computed += segmenter.computed - computed
+    result.reused += segmenter.reused - reused
+    if progress is not None and not result.cancelled:
         progress(len(result.slices), len(result.slices))

@@ -1,10 +1,9 @@
 """Segment one 2D slice: its embedding (cached), then many object prompts decoded on it.
 
-The encoder is reached through one swappable function, ``encode(model, images)``
+Cache misses go to the encoder through one function, ``encode(model, images)``
 taking a list of uint8 ``(H, W, 3)`` images and returning a list of
-:class:`~napari_hq_sam.predictor.ImageEmbedding` (on the CPU). The default,
-:func:`encode_slices`, encodes one image at a time; a batched GPU encoder with the
-same signature can be passed instead (``SliceSegmenter(..., encode=...)``).
+:class:`~napari_hq_sam.predictor.ImageEmbedding` on the CPU: by default
+:func:`~.encoder.encode_slices` (batched on GPUs); tests and tools may pass another.
 """
 
 from __future__ import annotations
@@ -16,31 +15,10 @@ import numpy as np
 
 from ..predictor import HQSamPredictor, ImageEmbedding
 from .cache import EmbeddingCache, image_key
+from .encoder import encode_slices
 from .prompts import ObjectPrompt
 
 EncodeFn = Callable[[object, Sequence[np.ndarray]], list[ImageEmbedding]]
-
-
-def encode_slices(model, images: Sequence[np.ndarray]) -> list[ImageEmbedding]:
-    """Encode images with :func:`napari_hq_sam.batching.encode_slices`.
-
-    On a GPU the images go through the encoder in batches sized from free memory
-    (halved on out-of-memory); on a CPU one by one.
-
-    Parameters
-    ----------
-    model : HQSam
-    images : list of np.ndarray
-        uint8 ``(H, W, 3)`` images, e.g. from :func:`~.image.to_model_image`.
-
-    Returns
-    -------
-    list of ImageEmbedding
-        One per image, on the CPU.
-    """
-    from ..batching import encode_slices as encode_in_batches
-
-    return encode_in_batches(model, images)
 
 
 @dataclass
@@ -76,7 +54,8 @@ class SliceSegmenter:
     cache : EmbeddingCache, optional
         Where embeddings are looked up and stored; None keeps the last 8 in memory.
     encode : callable, optional
-        ``encode(model, images) -> list[ImageEmbedding]``; default :func:`encode_slices`.
+        ``encode(model, images) -> list[ImageEmbedding]``; default
+        :func:`~.encoder.encode_slices`.
     hq_token_only : bool
         HQ logits alone (advised for single objects) or SAM + HQ logits (default,
         advised for scenes with many objects).

@@ -54,7 +54,8 @@ class HQSam(Sam):
         self._precision = value
 
     @torch.no_grad()
-    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(self, images: torch.Tensor, *, fuse: bool = True
+               ) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode preprocessed images into what the decoder needs.
 
         Parameters
@@ -62,13 +63,17 @@ class HQSam(Sam):
         images : torch.Tensor
             (B, 3, 1024, 1024) float images, already normalised and padded with
             :meth:`preprocess`.
+        fuse : bool
+            Fuse the early feature into the HQ features (inference). False returns
+            the raw early ViT feature instead, for training the fusion layers.
 
         Returns
         -------
         embeddings : torch.Tensor
-            (B, 256, 64, 64) image embeddings.
+            (B, 256, 64, 64) image embeddings, float32.
         hq_features : torch.Tensor
-            (B, 32, 256, 256) prompt-independent HQ features.
+            (B, 32, 256, 256) prompt-independent HQ features; with ``fuse=False`` the
+            early feature (B, 64, 64, C) instead, float32.
         """
         dtype = check_precision(self.precision)
         encoder = (self.image_encoder if dtype == torch.float32
@@ -78,14 +83,18 @@ class HQSam(Sam):
             if dtype == torch.float32:
                 with true_fp32(batch.device):
                     embeddings, early = encoder(batch)
+                    if not fuse:
+                        return embeddings, early
                     return embeddings, self.mask_decoder.compute_hq_features(embeddings, early)
             # no autocast cache: the weights are pre-cast, and CUDA graph capture
             # does not allow it
             with torch.autocast(batch.device.type, dtype=dtype, cache_enabled=False):
                 embeddings, early = encoder(batch)
             embeddings, early = embeddings.float(), early.float()
+            if not fuse:
+                return embeddings, early
             return embeddings, self.mask_decoder.compute_hq_features(embeddings, early)
 
-        if graphs_apply(self, images):
+        if fuse and graphs_apply(self, images):
             return graphed_call(self, run, images, variant=(dtype, id(encoder)))
         return run(images)

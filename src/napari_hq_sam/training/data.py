@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from segment_anything.utils.transforms import ResizeLongestSide
 
 from .._groundtruth import LabeledSlice, iter_slices
 
@@ -72,52 +71,45 @@ def collect_slices(data: Sequence[tuple]) -> list[LabeledSlice]:
     return slices
 
 
-@torch.no_grad()
-def encode_rgb(model, rgb: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
-    """Run the frozen encoder on one (H, W, 3) uint8 image.
-
-    Returns
-    -------
-    embeddings : torch.Tensor
-        (1, 256, 64, 64).
-    early : torch.Tensor
-        (1, 64, 64, C).
-    input_size : tuple of int
-        (h, w) of the resized image before padding.
-    """
-    device = next(model.parameters()).device
-    resized = ResizeLongestSide(model.image_encoder.img_size).apply_image(rgb)
-    x = torch.as_tensor(resized, device=device).permute(2, 0, 1)[None].float()
-    embeddings, early = model.image_encoder(model.preprocess(x))
-    return embeddings.float(), early.float(), tuple(resized.shape[:2])
-
-
-def encode_slices(model, slices: Sequence[LabeledSlice], flip: bool = True,
-                  progress: Callable[[int, int], None] | None = None,
-                  should_stop: Callable[[], bool] | None = None) -> list[EncodedImage]:
+def encode_training_images(model, slices: Sequence[LabeledSlice], flip: bool = True,
+                           progress: Callable[[int, int], None] | None = None,
+                           should_stop: Callable[[], bool] | None = None
+                           ) -> list[EncodedImage]:
     """Encode every slice once (and its horizontal flip when ``flip``).
 
-    ``progress(done, total)`` is called after each encoder pass; ``should_stop()``
-    is polled before each and ends the loop early.
+    The images go through the engine's encoder (:func:`~napari_hq_sam.engine.encoder.encode_slices`,
+    batched on GPUs) without the HQ fusion, which is trained. ``progress(done, total)``
+    is called after each encoder batch; ``should_stop()`` is polled before each and
+    ends the encoding early (fewer images are returned).
     """
-    jobs = [(i, f) for i in range(len(slices)) for f in ((False, True) if flip else (False,))]
-    out, seen = [], {}  # identical images (several label sets on one image) are encoded once
-    for done, (i, flipped) in enumerate(jobs):
-        if should_stop is not None and should_stop():
+    from ..engine.encoder import encode_slices
+
+    jobs = []  # (source index, flipped, rgb, labels, prompt boxes)
+    for i, item in enumerate(slices):
+        for flipped in ((False, True) if flip else (False,)):
+            rgb, labels, boxes = item.rgb, item.labels, item.prompt_boxes
+            if flipped:
+                rgb, labels = rgb[:, ::-1].copy(), labels[:, ::-1].copy()
+                boxes = None if boxes is None else {k: _flip_box(b, rgb.shape[1])
+                                                    for k, b in boxes.items()}
+            jobs.append((i, flipped, rgb, labels, boxes))
+    # identical images (several label sets on one image) are encoded once
+    keys = [(hashlib.sha1(job[2].tobytes()).hexdigest(), job[2].shape) for job in jobs]
+    position: dict[tuple, int] = {}
+    images = []
+    for key, job in zip(keys, jobs):
+        if key not in position:
+            position[key] = len(images)
+            images.append(job[2])
+    encoded = encode_slices(model, images, progress=progress, should_stop=should_stop,
+                            to_cpu=False, fuse=False)
+    out = []
+    for (i, flipped, _rgb, labels, boxes), key in zip(jobs, keys):
+        if position[key] >= len(encoded):  # stopped early
             break
-        rgb, labels, boxes = slices[i].rgb, slices[i].labels, slices[i].prompt_boxes
-        if flipped:
-            rgb, labels = rgb[:, ::-1].copy(), labels[:, ::-1].copy()
-            boxes = None if boxes is None else {k: _flip_box(b, rgb.shape[1])
-                                                for k, b in boxes.items()}
-        key = (hashlib.sha1(rgb.tobytes()).hexdigest(), rgb.shape)
-        if key not in seen:
-            seen[key] = encode_rgb(model, rgb)
-        emb, early, input_size = seen[key]
-        out.append(EncodedImage(emb, early, labels, tuple(labels.shape), input_size, i, flipped,
-                                boxes))
-        if progress is not None:
-            progress(done + 1, len(jobs))
+        raw = encoded[position[key]]
+        out.append(EncodedImage(raw.embeddings, raw.early, labels, tuple(labels.shape),
+                                raw.input_size, i, flipped, boxes))
     return out
 
 

@@ -15,7 +15,13 @@ from ..evaluation import EvaluationResult, score_slice
 from ..model import HQSam
 from ..predictor import HQSamPredictor, ImageEmbedding
 from .config import TrainingConfig
-from .data import EncodedImage, collect_slices, encode_slices, split_objects, target_masks
+from .data import (
+    EncodedImage,
+    collect_slices,
+    encode_training_images,
+    split_objects,
+    target_masks,
+)
 from .loss import bce_dice_loss
 from .prompts import boxes_from_masks, noisy_mask_logits, sample_points
 
@@ -83,8 +89,8 @@ def train_hq(model: HQSam, data: Sequence[tuple[np.ndarray, np.ndarray]],
     train_set, val_set = split_objects(slices, config.val_fraction, config.max_val_objects, rng)
     stop = should_stop or (lambda: False)
     notify = progress or (lambda update: None)
-    images = encode_slices(model, slices, config.flip,
-                           lambda d, t: notify(TrainingUpdate("encode", d, t)), stop)
+    images = encode_training_images(model, slices, config.flip,
+                                    lambda d, t: notify(TrainingUpdate("encode", d, t)), stop)
     if stop():
         return TrainingResult(config, 0, 0, {}, {}, len(train_set), len(val_set),
                               float("nan"), cancelled=True)

@@ -1,9 +1,11 @@
-"""Encode many 2D slices, several per batch on GPUs, halving the batch on out-of-memory.
+"""The one way images reach the encoder: batches sized here, halved on out-of-memory.
 
-:func:`encode_slices` has the ``encode(model, images)`` signature of the engine's
-swappable encoder (:mod:`napari_hq_sam.engine.segmenter`). Each slice gives the
-same :class:`~napari_hq_sam.predictor.ImageEmbedding` as ``HQSamPredictor.set_image``
-(same resizing, normalisation and padding), whatever the batch size.
+:func:`encode_slices` is what the slice segmenter, stack runs, segment everything,
+the Dask workers and training call; :func:`auto_batch_size` is the one place that
+decides how many slices go through the encoder at once (from free GPU memory; 1 on
+CPUs). Each slice gives the same :class:`~napari_hq_sam.predictor.ImageEmbedding` as
+``HQSamPredictor.set_image`` (same resizing, normalisation and padding), whatever
+the batch size.
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ import os
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from segment_anything.utils.transforms import ResizeLongestSide
 
-from .predictor import ImageEmbedding
+from ..errors import InputError
+from ..predictor import ImageEmbedding
 
 # Rough peak GPU memory of one 1024 x 1024 slice through the encoder in fp32 (GiB),
 # activations only; bf16/fp16 take about half. Underestimates are caught by the
@@ -26,6 +30,28 @@ _GIB_PER_SLICE = {"vit_tiny": 0.45, "vit_b": 0.6, "vit_l": 0.9, "vit_h": 1.1}
 MAX_BATCH = 32
 # Threads resizing slices ahead of the encoder (PIL releases the GIL).
 RESIZE_WORKERS = 8
+
+
+@dataclass
+class RawEncoding:
+    """Encoder outputs before the HQ fusion layers (what training needs).
+
+    Attributes
+    ----------
+    embeddings : torch.Tensor
+        (1, 256, 64, 64) final encoder output, float32.
+    early : torch.Tensor
+        (1, 64, 64, C) early ViT feature (channels last), float32.
+    original_size : tuple of int
+        (H, W) of the image.
+    input_size : tuple of int
+        (h, w) after resizing the long side to 1024, before padding.
+    """
+
+    embeddings: torch.Tensor
+    early: torch.Tensor
+    original_size: tuple[int, int]
+    input_size: tuple[int, int]
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
@@ -68,7 +94,7 @@ def auto_batch_size(model, device: torch.device | None = None, free_bytes: int |
 def _resize(image: np.ndarray, transform: ResizeLongestSide) -> np.ndarray:
     """``transform.apply_image`` after checking the image is uint8 (H, W, 3)."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError("encode_slices takes uint8 (H, W, 3) images; got "
+        raise InputError("encode_slices takes uint8 (H, W, 3) images; got "
                          f"{image.dtype} {image.shape}.")
     return transform.apply_image(image)
 
@@ -126,20 +152,25 @@ def prepare_batch(model, resized: Sequence[np.ndarray],
     return torch.cat(tensors), sizes
 
 
-def _encode_batch(model, images, resized, device, to_cpu) -> list[ImageEmbedding]:
+def _encode_batch(model, images, resized, device, to_cpu, fuse):
     batch, sizes = prepare_batch(model, resized, device)
-    embeddings, hq_features = model.encode(batch)
+    embeddings, features = model.encode(batch, fuse=fuse)
     out = []
     for i, image in enumerate(images):
-        emb = ImageEmbedding(embeddings[i:i + 1].clone(), hq_features[i:i + 1].clone(),
-                             tuple(image.shape[:2]), sizes[i])
+        parts = (embeddings[i:i + 1].clone(), features[i:i + 1].clone(),
+                 tuple(image.shape[:2]), sizes[i])
+        if not fuse:
+            out.append(RawEncoding(*(p.cpu() if to_cpu else p for p in parts[:2]), *parts[2:]))
+            continue
+        emb = ImageEmbedding(*parts)
         out.append(emb.to("cpu") if to_cpu else emb)
     return out
 
 
 def encode_slices(model, images: Sequence[np.ndarray], batch_size: int | None = None,
                   progress: Callable[[int, int], None] | None = None, *,
-                  to_cpu: bool = True) -> list[ImageEmbedding]:
+                  should_stop: Callable[[], bool] | None = None, to_cpu: bool = True,
+                  fuse: bool = True) -> list[ImageEmbedding] | list[RawEncoding]:
     """Encode slices in batches; halve the batch and retry when the GPU runs out of memory.
 
     Parameters
@@ -152,15 +183,22 @@ def encode_slices(model, images: Sequence[np.ndarray], batch_size: int | None = 
         First batch size to try; default :func:`auto_batch_size` (1 on CPUs).
     progress : callable, optional
         Called as ``progress(done, total)`` after each batch.
+    should_stop : callable, optional
+        Asked before each batch; when it returns True the encodings finished so far
+        are returned (fewer than ``images``).
     to_cpu : bool
-        Return the embeddings on the CPU (what the engine caches) rather than on
-        the model's device.
+        Return the results on the CPU (what the engine caches) rather than on the
+        model's device.
+    fuse : bool
+        True: :class:`~napari_hq_sam.predictor.ImageEmbedding` (embeddings and fused
+        HQ features, what the decoder needs). False: :class:`RawEncoding` (the early
+        feature before fusion, for training the fusion layers).
 
     Returns
     -------
-    list of ImageEmbedding
+    list of ImageEmbedding or list of RawEncoding
         One per image, in order; ``embeddings`` (1, 256, 64, 64) and
-        ``hq_features`` (1, 32, 256, 256).
+        ``hq_features`` (1, 32, 256, 256), or ``early`` (1, 64, 64, C).
 
     Raises
     ------
@@ -170,16 +208,18 @@ def encode_slices(model, images: Sequence[np.ndarray], batch_size: int | None = 
     device = model_device(model)
     size = auto_batch_size(model, device) if batch_size is None else int(batch_size)
     if size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+        raise InputError(f"batch size must be at least 1, got {batch_size}.")
     transform = ResizeLongestSide(model.image_encoder.img_size)
     resizer = _ResizeAhead(images, transform, workers=min(RESIZE_WORKERS, os.cpu_count() or 1))
-    out: list[ImageEmbedding] = []
+    out: list = []
     try:
         while len(out) < len(images):
+            if should_stop is not None and should_stop():
+                break
             chunk = images[len(out):len(out) + size]
             resized = resizer.take(len(chunk), ahead=size)
             try:
-                out.extend(_encode_batch(model, chunk, resized, device, to_cpu))
+                out.extend(_encode_batch(model, chunk, resized, device, to_cpu, fuse))
             except torch.OutOfMemoryError:
                 if size == 1:
                     raise
