@@ -36,10 +36,6 @@ class LabeledSlice:
     labels: np.ndarray
     prompt_boxes: dict | None = None
 
-    def objects(self) -> list[tuple[int, np.ndarray]]:
-        """``(label id, box prompt (4,) XYXY in pixels)`` of every object."""
-        return object_boxes(self.labels, self.prompt_boxes)
-
 
 def iter_slices(image: np.ndarray, labels: np.ndarray, prompt_boxes: dict | None = None,
                 contrast_limits: tuple[float, float] | None = None) -> Iterator[LabeledSlice]:
