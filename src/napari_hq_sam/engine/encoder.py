@@ -34,18 +34,11 @@ RESIZE_WORKERS = 8
 
 @dataclass
 class RawEncoding:
-    """Encoder outputs before the HQ fusion layers (what training needs).
+    """An image's encoder outputs before the HQ fusion layers, which training trains.
 
-    Attributes
-    ----------
-    embeddings : torch.Tensor
-        (1, 256, 64, 64) final encoder output, float32.
-    early : torch.Tensor
-        (1, 64, 64, C) early ViT feature (channels last), float32.
-    original_size : tuple of int
-        (H, W) of the image.
-    input_size : tuple of int
-        (h, w) after resizing the long side to 1024, before padding.
+    ``embeddings`` is (1, 256, 64, 64) and ``early`` the (1, 64, 64, C) early ViT
+    feature (channels last), both float32; ``original_size`` and ``input_size`` are
+    as in :class:`~napari_hq_sam.predictor.ImageEmbedding`.
     """
 
     embeddings: torch.Tensor
