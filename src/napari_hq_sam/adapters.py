@@ -14,23 +14,22 @@ few MB (about 1.8 MB for vit_tiny, 6.4 MB for vit_h).
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import zipfile
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
 import torch
 
-from .model import HQ_MODULE_NAMES, HQSam
+from .errors import HQSamError, MissingFileError
+from .model import HQ_KEY_PREFIXES, HQ_MODULE_NAMES, HQSam
+from .weights import cached_checkpoint, file_sha256
 
 ADAPTER_FORMAT = "napari-hq-sam-adapter"
 ADAPTER_VERSION = 1
-HQ_PREFIXES = tuple(f"mask_decoder.{name}." for name in HQ_MODULE_NAMES)
 
 
-class AdapterError(ValueError):
+class AdapterError(HQSamError, ValueError):
     """An adapter file is unreadable or does not fit the model it is loaded into."""
 
 
@@ -48,41 +47,19 @@ class Adapter:
 def hq_state_dict(model: HQSam) -> dict[str, torch.Tensor]:
     """The HQ tensors of ``model`` (25 keys, ``mask_decoder.<hq module>.…``), on the CPU."""
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()
-            if k.startswith(HQ_PREFIXES)}
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file, hex; reused from the download stamp or an in-process cache."""
-    path = Path(path).expanduser().resolve()
-    if not path.is_file():
-        raise FileNotFoundError(f"Base checkpoint not found: {path}.")
-    stat = path.stat()
-    stamp = path.with_name(path.name + ".verified")  # written by weights.download_checkpoint
-    if stamp.is_file():
-        parts = stamp.read_text().split()
-        if len(parts) == 2 and parts[1] == str(stat.st_size) and len(parts[0]) == 64:
-            return parts[0]
-    return _hash_file(str(path), stat.st_size, stat.st_mtime_ns)
-
-
-@lru_cache(maxsize=16)
-def _hash_file(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
+            if k.startswith(HQ_KEY_PREFIXES)}
 
 
 def _base_hash(base_checkpoint: str | Path | None, model_type: str) -> str:
+    """sha256 of the base checkpoint (:func:`~napari_hq_sam.weights.file_sha256`)."""
     if base_checkpoint is None:
-        from .weights import cached_checkpoint
-
         base_checkpoint = cached_checkpoint(model_type)
         if base_checkpoint is None:
             raise AdapterError(
                 f"Give the base checkpoint the adapter was trained on (base_checkpoint=...); "
                 f"no official {model_type} file is in the cache.")
+    if not Path(base_checkpoint).expanduser().is_file():
+        raise MissingFileError(f"Base checkpoint not found: {base_checkpoint}.")
     return file_sha256(base_checkpoint)
 
 
@@ -126,7 +103,7 @@ def read_adapter(path: str | Path) -> Adapter:
     """Read an adapter file safely (``weights_only=True``) and check its structure."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"Adapter file not found: {path}.")
+        raise MissingFileError(f"Adapter file not found: {path}.")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError) as exc:
@@ -140,7 +117,8 @@ def read_adapter(path: str | Path) -> Adapter:
                            f"napari-hq-sam reads version {ADAPTER_VERSION}.")
     state = data.get("state_dict")
     if not isinstance(state, dict) or not state or not all(
-            k.startswith(HQ_PREFIXES) and isinstance(v, torch.Tensor) for k, v in state.items()):
+            k.startswith(HQ_KEY_PREFIXES) and isinstance(v, torch.Tensor)
+            for k, v in state.items()):
         raise AdapterError(f"{path} must hold only HQ tensors ({', '.join(HQ_MODULE_NAMES)}).")
     return Adapter(data["model_type"], data["base_sha256"], state,
                    data.get("training", {}), data.get("metrics", {}))

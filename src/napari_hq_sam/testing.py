@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .model import HQ_MODULE_NAMES, build_hq_sam
+from .model import HQ_KEY_PREFIXES, build_hq_sam
 
 
 def reference_state_dict(model_type: str, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -68,8 +68,7 @@ def write_random_checkpoint(path: str | Path, model_type: str, seed: int = 0,
     """
     state = perturb_state_dict(reference_state_dict(model_type, seed), seed)
     if drop_hq_keys:
-        prefixes = tuple(f"mask_decoder.{n}." for n in HQ_MODULE_NAMES)
-        state = {k: v for k, v in state.items() if not k.startswith(prefixes)}
+        state = {k: v for k, v in state.items() if not k.startswith(HQ_KEY_PREFIXES)}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(state, path)

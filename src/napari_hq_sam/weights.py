@@ -1,44 +1,100 @@
-"""Where checkpoints come from: the official files, a local cache, verified downloads."""
+"""What a checkpoint file is: where the official ones come from and how a file is identified.
+
+- the official files (:data:`REGISTRY`, kept in the torch-free ``model_types``), a
+  local cache of them and verified downloads;
+- :func:`file_sha256`, the content hash every consumer records (embedding-cache
+  signatures, adapter base checks), reusing the stamp a verified download wrote;
+- :func:`checkpoint_model_type`, the backbone of a local file.
+
+A verified download ``<file>`` is accompanied by ``<file>.verified`` holding
+``"<sha256 hex> <size in bytes>"``; the stamp is trusted while the size matches.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import re
-from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
+from .errors import HQSamError, MissingFileError
 from .model.build import check_model_type
+from .model.checkpoint import CheckpointError, detect_model_type, read_state_dict
+from .model_types import MODEL_TYPES, REGISTRY, CheckpointFile
+
+__all__ = [
+    "REGISTRY",
+    "CheckpointFile",
+    "DownloadError",
+    "cache_dir",
+    "cached_checkpoint",
+    "checkpoint_model_type",
+    "checkpoint_url",
+    "download_checkpoint",
+    "file_sha256",
+]
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 REPOSITORY = "lkeab/hq-sam"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
-@dataclass(frozen=True)
-class CheckpointFile:
-    """One official file: name, pinned revision, and what is known of its content."""
-
-    filename: str
-    revision: str
-    size: int | None  # bytes, when known
-    sha256_prefix: str | None  # leading hex digits of the sha256, when known
-
-
-REGISTRY = {
-    "vit_tiny": CheckpointFile("sam_hq_vit_tiny.pth", "a3a77cd0a2e5e50eaa76faccf61b964732d9b35f",
-                               42_526_881, "0f32c075"),
-    "vit_b": CheckpointFile("sam_hq_vit_b.pth", "67ab82412bc794d5ce2e9799b8b6a3c0a8cfe1d2",
-                            379_335_069, "14a9d662"),
-    "vit_l": CheckpointFile("sam_hq_vit_l.pth", "67ab82412bc794d5ce2e9799b8b6a3c0a8cfe1d2",
-                            None, None),
-    "vit_h": CheckpointFile("sam_hq_vit_h.pth", "67ab82412bc794d5ce2e9799b8b6a3c0a8cfe1d2",
-                            2_570_940_653, "a7ac14a0"),
-}
-
-
-class DownloadError(RuntimeError):
+class DownloadError(HQSamError, RuntimeError):
     """A checkpoint could not be downloaded or did not verify; nothing usable was kept."""
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's content, hex, reading the file at most once per process.
+
+    A download stamp ``<file>.verified`` whose size matches the file gives the hash
+    without reading the file. Otherwise the file is hashed once per (resolved path,
+    size, modification time in ns): a file rewritten in place is hashed again.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file (a checkpoint or an adapter).
+
+    Raises
+    ------
+    MissingFileError
+        The file does not exist.
+    """
+    path = Path(path).expanduser().resolve()
+    if not path.is_file():
+        raise MissingFileError(f"File not found: {path}.")
+    stat = path.stat()
+    stamped = _read_stamp(path)
+    if stamped is not None and stamped[1] == stat.st_size:
+        return stamped[0]
+    return _hash_once(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+def checkpoint_model_type(path: str | Path) -> str:
+    """Backbone of a local checkpoint file: ``vit_tiny``, ``vit_b``, ``vit_l`` or ``vit_h``.
+
+    An official file name (``sam_hq_vit_b.pth`` …) answers without reading the file;
+    any other file is read (never running its code) and told apart by its keys.
+
+    Raises
+    ------
+    MissingFileError
+        The file does not exist.
+    CheckpointError
+        The file is not a checkpoint, or not one of a known backbone.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise MissingFileError(f"Checkpoint file not found: {path}.")
+    for model_type, entry in REGISTRY.items():
+        if path.name == entry.filename:
+            return model_type
+    found = detect_model_type(read_state_dict(path))
+    if found is None:
+        raise CheckpointError(f"{path} is not an HQ-SAM checkpoint of a known backbone "
+                              f"({', '.join(MODEL_TYPES)}).")
+    return found
 
 
 def cache_dir() -> Path:
@@ -62,9 +118,10 @@ def cached_checkpoint(model_type: str) -> Path | None:
     """Path of the verified file in the cache, or None when it is not there."""
     entry = REGISTRY[check_model_type(model_type)]
     path = cache_dir() / entry.filename
-    if not path.is_file() or not _stamp(path).is_file():
+    if not path.is_file():
         return None
-    if path.stat().st_size != int(_stamp(path).read_text().split()[1]):
+    stamped = _read_stamp(path)
+    if stamped is None or stamped[1] != path.stat().st_size:
         return None
     return path
 
@@ -126,6 +183,32 @@ def _stamp(path: Path) -> Path:
     return path.with_name(path.name + ".verified")
 
 
+def _read_stamp(path: Path) -> tuple[str, int] | None:
+    """(sha256, size) recorded by a verified download of ``path``, or None."""
+    try:
+        parts = _stamp(path).read_text().split()
+    except OSError:
+        return None
+    if len(parts) != 2 or not _SHA256.match(parts[0]) or not parts[1].isdigit():
+        return None
+    return parts[0], int(parts[1])
+
+
+@lru_cache(maxsize=64)
+def _hash_once(path: str, size: int, mtime_ns: int) -> str:
+    """:func:`_digest` memoised; ``size`` and ``mtime_ns`` only key the memo."""
+    return _digest(Path(path))
+
+
+def _digest(path: Path) -> str:
+    """sha256 hex digest of a file, read in 4 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _announced_content(url: str, requests) -> tuple[str | None, int | None]:
     """(sha256, size) the server announces for ``url``, each None when not sent."""
     response = requests.head(url, allow_redirects=False, timeout=30)
@@ -151,11 +234,7 @@ def _check_known(entry: CheckpointFile, sha256, size, url) -> None:
 
 def _verify_file(target: Path, entry: CheckpointFile, sha256, size, url) -> None:
     """Check size and hash of a finished download; delete it when anything is off."""
-    digest = hashlib.sha256()
-    with open(target, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(block)
-    actual, actual_size = digest.hexdigest(), target.stat().st_size
+    actual, actual_size = _digest(target), target.stat().st_size
     problems = []
     if sha256 and actual != sha256:
         problems.append(f"sha256 {actual[:12]}… instead of {sha256[:12]}…")

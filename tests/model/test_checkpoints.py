@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from napari_hq_sam import CheckpointError, build_hq_sam
+from napari_hq_sam.errors import MissingFileError
 from napari_hq_sam.model import HQ_MODULE_NAMES, MODEL_TYPES, detect_model_type
 from napari_hq_sam.testing import reference_state_dict, write_random_checkpoint
 
@@ -74,7 +75,7 @@ def test_non_checkpoint_file(tmp_path):
 
 
 def test_missing_path(tmp_path):
-    with pytest.raises(FileNotFoundError, match="Checkpoint file not found") as err:
+    with pytest.raises(MissingFileError, match="Checkpoint file not found") as err:
         build_hq_sam("vit_tiny", tmp_path / "nowhere.pth")
     assert "hqsam download vit_tiny" in str(err.value)
 

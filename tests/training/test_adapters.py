@@ -9,17 +9,11 @@ import pytest
 import torch
 
 from napari_hq_sam import build_hq_sam
-from napari_hq_sam.adapters import (
-    AdapterError,
-    file_sha256,
-    load_adapter,
-    read_adapter,
-    save_adapter,
-)
-from napari_hq_sam.model import HQ_MODULE_NAMES
+from napari_hq_sam.adapters import AdapterError, load_adapter, read_adapter, save_adapter
+from napari_hq_sam.errors import MissingFileError
+from napari_hq_sam.model import HQ_KEY_PREFIXES
 from napari_hq_sam.testing import write_random_checkpoint
-
-HQ_PREFIXES = tuple(f"mask_decoder.{n}." for n in HQ_MODULE_NAMES)
+from napari_hq_sam.weights import file_sha256
 
 
 @pytest.fixture()
@@ -40,7 +34,7 @@ def test_round_trip_holds_only_hq_tensors(trained, tiny_checkpoint, tmp_path):
     assert path.stat().st_size < 8 * 2**20
     adapter = read_adapter(path)
     assert len(adapter.state_dict) == 25
-    assert all(k.startswith(HQ_PREFIXES) for k in adapter.state_dict)
+    assert all(k.startswith(HQ_KEY_PREFIXES) for k in adapter.state_dict)
     n_params = sum(v.numel() for v in adapter.state_dict.values())
     assert n_params == 448_512  # HQSAM.md: HQ parameters of vit_tiny
     assert adapter.model_type == "vit_tiny"
@@ -54,7 +48,7 @@ def test_round_trip_holds_only_hq_tensors(trained, tiny_checkpoint, tmp_path):
     after, target = fresh.state_dict(), trained.state_dict()
     for key, value in after.items():
         assert torch.equal(value, target[key]), key
-        assert torch.equal(value, before[key]) != key.startswith(HQ_PREFIXES), key
+        assert torch.equal(value, before[key]) != key.startswith(HQ_KEY_PREFIXES), key
 
 
 def test_refuses_another_base_checkpoint(trained, tiny_checkpoint, tmp_path):
@@ -83,8 +77,10 @@ def test_refuses_checkpoints_and_pickled_code(tiny_checkpoint, tiny_model, tmp_p
     torch.save({"format": "napari-hq-sam-adapter", "hook": _NotATensor()}, tmp_path / "x.pt")
     with pytest.raises(AdapterError, match="not a readable adapter"):
         read_adapter(tmp_path / "x.pt")  # weights_only=True refuses arbitrary objects
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(MissingFileError, match="Adapter file not found"):
         load_adapter(tiny_model, tmp_path / "missing.pt", base_checkpoint=tiny_checkpoint)
+    with pytest.raises(MissingFileError, match="Base checkpoint not found"):
+        save_adapter(tiny_model, tmp_path / "a.pt", base_checkpoint=tmp_path / "none.pth")
 
 
 class _NotATensor:

@@ -32,23 +32,9 @@ import numpy as np
 import torch
 
 from .. import __version__
+from ..errors import InputError
 from ..predictor import ImageEmbedding
-
-_FILE_HASHES: dict[tuple, str] = {}
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 hex digest of a file, remembered per (path, size, mtime)."""
-    path = Path(path).resolve()
-    stat = path.stat()
-    memo = (str(path), stat.st_size, stat.st_mtime_ns)
-    if memo not in _FILE_HASHES:
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 22), b""):
-                digest.update(block)
-        _FILE_HASHES[memo] = digest.hexdigest()
-    return _FILE_HASHES[memo]
+from ..weights import file_sha256
 
 
 def weights_sha256(module: torch.nn.Module) -> str:
@@ -72,6 +58,9 @@ def model_signature(model, checkpoint: str | Path | None = None,
         The checkpoint file it was loaded from; None hashes the model's weights.
     adapter : str or Path, optional
         An adapter file loaded into the model.
+
+    Files are identified by :func:`~napari_hq_sam.weights.file_sha256`, which reuses a
+    download's verification stamp and hashes any other file once per process.
     """
     return {
         "model_type": model.model_type,
@@ -104,11 +93,6 @@ class EmbeddingCache:
         Embeddings kept in memory (about 12 MB each).
     directory : str or Path, optional
         zarr folder for persistent entries (created if missing).
-
-    Attributes
-    ----------
-    memory_hits, disk_hits, misses : int
-        Counters of :meth:`get` results.
     """
 
     def __init__(self, signature: dict | None = None, *, max_items: int = 8,
@@ -121,7 +105,6 @@ class EmbeddingCache:
         self.directory = None if directory is None else Path(directory)
         self._memory: OrderedDict[str, ImageEmbedding] = OrderedDict()
         self._lock = threading.Lock()
-        self.memory_hits = self.disk_hits = self.misses = 0
         if self.directory is not None:
             self._open_directory()
 
@@ -131,14 +114,11 @@ class EmbeddingCache:
         with self._lock:
             if key in self._memory:
                 self._memory.move_to_end(key)
-                self.memory_hits += 1
                 return self._memory[key]
         embedding = self._read(key) if self.directory is not None else None
+        if embedding is None:
+            return None
         with self._lock:
-            if embedding is None:
-                self.misses += 1
-                return None
-            self.disk_hits += 1
             self._remember(key, embedding)
         return embedding
 
@@ -149,10 +129,6 @@ class EmbeddingCache:
             self._remember(key, embedding)
         if self.directory is not None and not (self.directory / key).exists():
             self._write(key, embedding)
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._memory or (self.directory is not None
-                                       and (self.directory / key / "zarr.json").is_file())
 
     def stored_keys(self) -> list[str]:
         """Keys of complete entries on disk."""
@@ -176,9 +152,9 @@ class EmbeddingCache:
         if (root / "zarr.json").is_file():
             stored = dict(zarr.open_group(str(root), mode="r").attrs.get("signature", {}))
             if stored != self.signature:
-                raise ValueError(_mismatch_message(root, stored, self.signature))
+                raise InputError(_mismatch_message(root, stored, self.signature))
         elif root.exists() and any(root.iterdir()):
-            raise ValueError(f"cache folder {root} exists but is not an embedding cache: "
+            raise InputError(f"cache folder {root} exists but is not an embedding cache: "
                              "choose an empty or new folder.")
         else:
             zarr.open_group(str(root), mode="w").attrs["signature"] = self.signature

@@ -1,12 +1,12 @@
 """HQ-SAM model: encoders, HQ mask decoder, builders and checkpoint loading."""
 
 from .build import MODEL_REGISTRY, MODEL_TYPES, build_hq_sam, check_model_type
-from .checkpoint import CHECKPOINT_FILES, CheckpointError, detect_model_type
-from .hq_decoder import HQ_MODULE_NAMES, MaskDecoderHQ
+from .checkpoint import CheckpointError, detect_model_type
+from .hq_decoder import HQ_KEY_PREFIXES, HQ_MODULE_NAMES, MaskDecoderHQ
 from .hq_sam import HQSam
 
 __all__ = [
-    "CHECKPOINT_FILES",
+    "HQ_KEY_PREFIXES",
     "HQ_MODULE_NAMES",
     "MODEL_REGISTRY",
     "MODEL_TYPES",

@@ -6,48 +6,47 @@ from pathlib import Path
 
 import torch
 
-from .hq_decoder import HQ_MODULE_NAMES
-
-CHECKPOINT_FILES = {
-    "vit_tiny": "sam_hq_vit_tiny.pth",
-    "vit_b": "sam_hq_vit_b.pth",
-    "vit_l": "sam_hq_vit_l.pth",
-    "vit_h": "sam_hq_vit_h.pth",
-}
+from ..errors import HQSamError, MissingFileError
+from ..model_types import MODEL_TYPES, REGISTRY
+from .hq_decoder import HQ_KEY_PREFIXES
 
 # Width of the ViT patch embedding tells the three ViT backbones apart.
 _VIT_WIDTH_TO_TYPE = {768: "vit_b", 1024: "vit_l", 1280: "vit_h"}
 
 
-class CheckpointError(ValueError):
+class CheckpointError(HQSamError, ValueError):
     """A checkpoint file cannot be used for the requested model."""
 
 
-def _download_hint(model_type: str) -> str:
-    return (f"Get the HQ-SAM file {CHECKPOINT_FILES.get(model_type, '')} with "
+def _download_hint(model_type: str | None) -> str:
+    if model_type not in REGISTRY:
+        return (f"Get an official HQ-SAM file with `hqsam download <model>` "
+                f"({', '.join(MODEL_TYPES)}).")
+    return (f"Get the HQ-SAM file {REGISTRY[model_type].filename} with "
             f"`hqsam download {model_type}`.")
 
 
-def read_state_dict(path: str | Path, model_type: str) -> dict[str, torch.Tensor]:
+def read_state_dict(path: str | Path, model_type: str | None = None
+                    ) -> dict[str, torch.Tensor]:
     """Load a checkpoint file as a plain dict of tensors, never running its code.
 
     Parameters
     ----------
     path : str or Path
         File to read.
-    model_type : str
-        Backbone the caller expects; used in error messages.
+    model_type : str, optional
+        Backbone the caller expects; names the official file in error messages.
 
     Raises
     ------
-    FileNotFoundError
+    MissingFileError
         The file does not exist.
     CheckpointError
         The file is truncated, not a PyTorch checkpoint, or not a dict of tensors.
     """
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"Checkpoint file not found: {path}. Check the path, or {_download_hint(model_type)}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -82,11 +81,10 @@ def check_state_dict(state: dict[str, torch.Tensor], model: torch.nn.Module, mod
     if found is not None and found != model_type:
         raise CheckpointError(
             f"{path} holds {found} weights, not {model_type}: choose the model {found}, "
-            f"or give the {CHECKPOINT_FILES[model_type]} file.")
-    hq_prefixes = tuple(f"mask_decoder.{name}." for name in HQ_MODULE_NAMES)
+            f"or give the {REGISTRY[model_type].filename} file.")
     expected = set(model.state_dict())
     missing = expected - set(state)
-    hq_missing = {k for k in missing if k.startswith(hq_prefixes)}
+    hq_missing = {k for k in missing if k.startswith(HQ_KEY_PREFIXES)}
     if hq_missing and hq_missing == missing:
         raise CheckpointError(
             f"{path} is a plain SAM checkpoint: it lacks the {len(hq_missing)} HQ-SAM keys "

@@ -18,6 +18,8 @@ HQ_MODULE_NAMES = (
     "embedding_encoder",
     "embedding_maskfeature",
 )
+# State-dict key prefixes of those modules in a whole model (``mask_decoder.hf_token.`` …).
+HQ_KEY_PREFIXES = tuple(f"mask_decoder.{name}." for name in HQ_MODULE_NAMES)
 
 
 def _upsample_x4(in_chans: int, mid_chans: int, out_chans: int) -> nn.Sequential:
