@@ -13,7 +13,7 @@ import zarr
 
 from napari_hq_sam.cli import main
 
-SAMPLE = Path(__file__).resolve().parents[1] / "src" / "napari_hq_sam" / "_sample_data"
+SAMPLE = Path(__file__).resolve().parents[2] / "src" / "napari_hq_sam" / "_sample_data"
 IMAGE = SAMPLE / "nuclei3d_image.tif"
 BOXES = SAMPLE / "nuclei3d_boxes.csv"
 

@@ -11,7 +11,7 @@ import tifffile
 from napari_hq_sam._sample_data import SAMPLE_DIR
 
 PLUGIN = "napari-hq-sam"
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def manifest():
