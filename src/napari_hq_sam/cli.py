@@ -2,15 +2,22 @@
 
 Subcommands live in :mod:`napari_hq_sam.commands`, one module each, exposing
 ``register(subparsers)`` which adds a parser whose ``func`` runs the command.
+
+Exit status: 0 done, 2 an error the user can fix (one line on stderr), 1 a bug
+(traceback and where to report it), 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import shlex
 import sys
+import traceback
 
 from . import __version__
+from .errors import HQSamError
 
 SUBCOMMAND_MODULES = (
     "download",
@@ -21,8 +28,22 @@ SUBCOMMAND_MODULES = (
     "evaluate",
 )
 
-# Errors a user can fix: printed as one clear line, exit status 2, no traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError, RuntimeError)
+# The project's "Bug Tracker" URL (pyproject.toml).
+BUG_TRACKER = "https://github.com/napari-hq-sam/napari-hq-sam/issues"
+
+# OS errors about the user's own files and disks: the user can fix them, so one line.
+# Any other exception is a bug in this package and keeps its traceback.
+_FILE_ERRORS = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError,
+                NotADirectoryError)
+_DISK_ERRNOS = frozenset(getattr(errno, name) for name in ("ENOSPC", "EROFS", "EDQUOT")
+                         if hasattr(errno, name))
+
+
+def is_user_error(exc: BaseException) -> bool:
+    """True for an error the user can fix: an :class:`HQSamError`, or a file or disk error."""
+    if isinstance(exc, (HQSamError, *_FILE_ERRORS)):
+        return True
+    return isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,16 +56,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def bug_report(argv: list[str]) -> str:
+    """The line printed under the traceback of an unexpected error."""
+    return (f"hqsam: this is a bug in napari-hq-sam {__version__}; please report it at "
+            f"{BUG_TRACKER} with the command line (hqsam {shlex.join(argv)}) and the "
+            "traceback above.")
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; returns the exit status (see the module docstring)."""
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("hqsam: interrupted", file=sys.stderr)
         return 130
-    except USER_ERRORS as exc:
-        print(f"hqsam {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    except Exception as exc:
+        if is_user_error(exc):
+            message = str(exc) or type(exc).__name__
+            print(f"hqsam {args.command}: error: {message}", file=sys.stderr)
+            return 2
+        traceback.print_exc()
+        print(bug_report(argv), file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

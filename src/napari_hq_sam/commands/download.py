@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..model_types import MODEL_TYPES as MODEL_CHOICES
+from ._options import MODEL_CHOICES, add_quiet_option
 
 
 def register(subparsers) -> None:
@@ -12,7 +12,7 @@ def register(subparsers) -> None:
                               "a mirror) and verify its size and sha256.")
     p.add_argument("models", nargs="+", choices=MODEL_CHOICES, metavar="MODEL",
                    help=f"one or more of {', '.join(MODEL_CHOICES)}")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet_option(p)
     p.set_defaults(func=run)
 
 

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from .evaluate import MODEL_CHOICES, add_data_arguments
+from ..errors import InputError, OutputError
+from ._common import parse_crop, read_pair
+from ._options import (
+    add_data_options,
+    add_device_option,
+    add_model_options,
+    add_output_options,
+    add_quiet_option,
+)
 
 
 def register(subparsers) -> None:
@@ -12,12 +20,9 @@ def register(subparsers) -> None:
         "(the HQ-SAM recipe) on instance labels. Objects are split into training and held-out "
         "sets; the step with the best held-out mIoU is kept and saved as a small adapter "
         "file for --adapter.")
-    add_data_arguments(p, multiple=True)
-    p.add_argument("--model", required=True, choices=MODEL_CHOICES, help="HQ-SAM model type")
-    p.add_argument("--checkpoint", metavar="FILE",
-                   help="base checkpoint (default: the official file, downloaded once)")
-    p.add_argument("--out", required=True, metavar="ADAPTER", help="adapter file to write (.pt)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing adapter file")
+    add_data_options(p, multiple=True)
+    add_model_options(p, base=True)
+    add_output_options(p, adapter=True)
     p.add_argument("--steps", type=int, default=300, help="optimiser steps (default 300)")
     p.add_argument("--batch-size", type=int, default=4, help="objects per step (default 4)")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
@@ -26,8 +31,8 @@ def register(subparsers) -> None:
     p.add_argument("--eval-every", type=int, default=25, help="validate every N steps")
     p.add_argument("--no-flip", action="store_true", help="no horizontal-flip augmentation")
     p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--device", help="cuda, mps or cpu (default: best available)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_device_option(p)
+    add_quiet_option(p)
     p.set_defaults(func=run)
 
 
@@ -39,14 +44,13 @@ def run(args) -> int:
     from ..adapters import save_adapter
     from ..loading import load_model
     from ..training import TrainingConfig, train_hq
-    from .evaluate import parse_crop, read_pair
 
     if len(args.image) != len(args.labels):
-        raise ValueError(f"give one --labels per --image ({len(args.image)} images, "
+        raise InputError(f"give one --labels per --image ({len(args.image)} images, "
                          f"{len(args.labels)} label files).")
     out = Path(args.out)
     if out.exists() and not args.overwrite:
-        raise FileExistsError(f"{out} exists; use --overwrite to replace it.")
+        raise OutputError(f"{out} exists; use --overwrite to replace it.")
     crop = parse_crop(args.crop)
     data = [read_pair(i, lab, crop) for i, lab in zip(args.image, args.labels)]
     config = TrainingConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
