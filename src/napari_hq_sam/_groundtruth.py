@@ -12,6 +12,7 @@ import numpy as np
 from scipy import ndimage
 
 from .engine.image import default_contrast_limits, to_model_image
+from .errors import InputError
 
 
 @dataclass
@@ -55,14 +56,14 @@ def iter_slices(image: np.ndarray, labels: np.ndarray, prompt_boxes: dict | None
     """
     image, labels = np.asarray(image), np.asarray(labels)
     if labels.ndim not in (2, 3):
-        raise ValueError(f"Labels must be 2D or a 3D stack, got shape {labels.shape}.")
+        raise InputError(f"Labels must be 2D or a 3D stack, got shape {labels.shape}.")
     rgb_input = image.ndim == labels.ndim + 1 and image.shape[-1] in (3, 4)
     if image.shape[: labels.ndim] != labels.shape or not (rgb_input or image.ndim == labels.ndim):
-        raise ValueError(f"Image shape {image.shape} does not match labels shape {labels.shape}.")
+        raise InputError(f"Image shape {image.shape} does not match labels shape {labels.shape}.")
     if not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"Labels must be integers, got {labels.dtype}.")
+        raise InputError(f"Labels must be integers, got {labels.dtype}.")
     if prompt_boxes is not None and labels.ndim != 2:
-        raise ValueError("Box prompts can be given for 2D labels only.")
+        raise InputError("Box prompts can be given for 2D labels only.")
     limits = contrast_limits or default_contrast_limits(image)
     if labels.ndim == 2:
         yield LabeledSlice(0, to_model_image(image, limits, rgb=rgb_input), labels, prompt_boxes)

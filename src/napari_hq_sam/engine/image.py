@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import InputError
+
 AXIS_LETTERS = "TCZYXS"
 PERCENTILES = (0.5, 99.5)
 
@@ -75,7 +77,7 @@ class ImageLayout:
         index = tuple(int(i) for i in index)
         lead = self.leading_shape
         if len(index) != len(lead) or any(not 0 <= i < n for i, n in zip(index, lead)):
-            raise ValueError(
+            raise InputError(
                 f"slice {index} does not exist in an image whose slice axes have shape "
                 f"{lead}: check that the prompts were made on this image.")
         return index
@@ -120,26 +122,26 @@ def describe_layout(shape: tuple[int, ...], *, rgb: bool | None = None,
         rgb, channel_axis = _axes_hint(axes, ndim, rgb, channel_axis)
     if channel_axis is not None:
         if not -ndim <= channel_axis < ndim:
-            raise ValueError(f"channel axis {channel_axis} does not exist in a {ndim}-D image.")
+            raise InputError(f"channel axis {channel_axis} does not exist in a {ndim}-D image.")
         channel_axis %= ndim
         if channel is None:
-            raise ValueError("a channel axis was given without a channel: choose which channel "
+            raise InputError("a channel axis was given without a channel: choose which channel "
                              f"(0..{shape[channel_axis] - 1}) to segment.")
         if not 0 <= channel < shape[channel_axis]:
-            raise ValueError(f"channel {channel} does not exist: the channel axis has "
+            raise InputError(f"channel {channel} does not exist: the channel axis has "
                              f"{shape[channel_axis]} channels.")
     elif channel is not None:
-        raise ValueError("a channel was chosen without a channel axis: give the channel axis too.")
+        raise InputError("a channel was chosen without a channel axis: give the channel axis too.")
     if rgb is None:
         rgb = ndim >= 3 and shape[-1] in (3, 4) and channel_axis != ndim - 1
     if rgb and channel_axis == ndim - 1:
-        raise ValueError("the last axis cannot be both RGB and the channel axis.")
+        raise InputError("the last axis cannot be both RGB and the channel axis.")
     layout = ImageLayout(shape, bool(rgb), channel_axis, channel)
     spatial_ndim = len(layout.labels_shape)
     if spatial_ndim < 2:
-        raise ValueError(f"an image of shape {shape} has no 2D slices to segment.")
+        raise InputError(f"an image of shape {shape} has no 2D slices to segment.")
     if spatial_ndim > 4 and axes is None:
-        raise ValueError(
+        raise InputError(
             f"a {ndim}-D image of shape {shape} is ambiguous: give an axis hint such as "
             "axes='TCZYX' (CLI: --axes TCZYX) or a channel axis and channel.")
     return layout
@@ -148,17 +150,17 @@ def describe_layout(shape: tuple[int, ...], *, rgb: bool | None = None,
 def _axes_hint(axes: str, ndim: int, rgb, channel_axis) -> tuple[bool, int | None]:
     axes = axes.upper()
     if len(axes) != ndim or set(axes) - set(AXIS_LETTERS) or len(set(axes)) != ndim:
-        raise ValueError(f"axis hint {axes!r} must name each of the image's {ndim} axes once "
+        raise InputError(f"axis hint {axes!r} must name each of the image's {ndim} axes once "
                          f"with letters from {AXIS_LETTERS}.")
     hinted_rgb = axes.endswith("S")
     spatial = axes.replace("S", "").replace("C", "")
     if "S" in axes[:-1] or not spatial.endswith("YX"):
-        raise ValueError(f"axis hint {axes!r}: Y and X must be the last axes (then S for RGB).")
+        raise InputError(f"axis hint {axes!r}: Y and X must be the last axes (then S for RGB).")
     if rgb is not None and bool(rgb) != hinted_rgb:
-        raise ValueError(f"axis hint {axes!r} contradicts rgb={rgb}.")
+        raise InputError(f"axis hint {axes!r} contradicts rgb={rgb}.")
     hinted_channel = axes.index("C") if "C" in axes else None
     if channel_axis is not None and hinted_channel != channel_axis % ndim:
-        raise ValueError(f"axis hint {axes!r} contradicts channel axis {channel_axis}.")
+        raise InputError(f"axis hint {axes!r} contradicts channel axis {channel_axis}.")
     return hinted_rgb, hinted_channel
 
 
@@ -166,7 +168,7 @@ def check_finite(values, where: str = "image") -> None:
     """Raise a ValueError if ``values`` holds NaN or infinite numbers."""
     values = np.asarray(values)
     if values.dtype.kind in "fc" and not np.isfinite(values).all():
-        raise ValueError(f"{where} contains NaN or infinite values: replace them (e.g. with "
+        raise InputError(f"{where} contains NaN or infinite values: replace them (e.g. with "
                          "numpy.nan_to_num) or crop them away before segmenting.")
 
 
@@ -194,7 +196,7 @@ def default_contrast_limits(image, method: str = "minmax") -> tuple[float, float
     elif method == "percentile":
         lo, hi = np.percentile(np.asarray(image), PERCENTILES)
     else:
-        raise ValueError(f"unknown contrast method {method!r}: use 'minmax' or 'percentile'.")
+        raise InputError(f"unknown contrast method {method!r}: use 'minmax' or 'percentile'.")
     check_finite(np.array([lo, hi], dtype=float))
     return float(lo), float(hi)
 
@@ -238,7 +240,7 @@ def to_model_image(slice_, contrast_limits: tuple[float, float] | None = None,
     data = np.asarray(slice_)
     rgb = data.ndim == 3 if rgb is None else rgb
     if data.ndim != (3 if rgb else 2) or (rgb and data.shape[-1] not in (3, 4)):
-        raise ValueError(f"a slice must be (H, W) grey or (H, W, 3|4) colour, not {data.shape}.")
+        raise InputError(f"a slice must be (H, W) grey or (H, W, 3|4) colour, not {data.shape}.")
     check_finite(data, "image slice")
     if rgb:
         data = data[..., :3]
@@ -248,7 +250,7 @@ def to_model_image(slice_, contrast_limits: tuple[float, float] | None = None,
         contrast_limits = (0.0, 255.0) if data.dtype == np.uint8 else (data.min(), data.max())
     lo, hi = (float(v) for v in contrast_limits)
     if not (np.isfinite(lo) and np.isfinite(hi)) or hi < lo:
-        raise ValueError(f"contrast limits ({lo}, {hi}) must be finite with low <= high.")
+        raise InputError(f"contrast limits ({lo}, {hi}) must be finite with low <= high.")
     if data.dtype == np.uint8 and (lo, hi) == (0.0, 255.0):
         out = data
     else:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import InputError, MissingFileError, OutputError
+
 IMAGE_SUFFIXES = (".tif", ".tiff", ".zarr", ".npy")
 LABEL_SUFFIXES = (".tif", ".tiff", ".zarr")
 
@@ -34,7 +36,7 @@ def read_image(path: str | Path):
     """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"image {path} does not exist.")
+        raise MissingFileError(f"image {path} does not exist.")
     suffix = path.suffix.lower()
     if suffix in (".tif", ".tiff"):
         import tifffile
@@ -47,7 +49,7 @@ def read_image(path: str | Path):
         return np.load(path, mmap_mode="r")
     if suffix == ".zarr":
         return _open_zarr(path)
-    raise ValueError(f"cannot read {path}: use one of {', '.join(IMAGE_SUFFIXES)}.")
+    raise InputError(f"cannot read {path}: use one of {', '.join(IMAGE_SUFFIXES)}.")
 
 
 def _open_zarr(path: Path):
@@ -61,7 +63,7 @@ def _open_zarr(path: Path):
         return next(iter(arrays.values()))
     if "0" in arrays:
         return arrays["0"]
-    raise ValueError(f"zarr group {path} holds several arrays ({sorted(arrays)}): give the "
+    raise InputError(f"zarr group {path} holds several arrays ({sorted(arrays)}): give the "
                      "path of one of them, e.g. image.zarr/name.")
 
 
@@ -69,12 +71,12 @@ def check_output(path: str | Path, overwrite: bool = False) -> Path:
     """Refuse an existing output (unless ``overwrite``) or an unknown format, early."""
     path = Path(path)
     if path.suffix.lower() not in LABEL_SUFFIXES:
-        raise ValueError(f"output {path} must end in {', '.join(LABEL_SUFFIXES)}.")
+        raise InputError(f"output {path} must end in {', '.join(LABEL_SUFFIXES)}.")
     if path.exists() and not overwrite:
-        raise FileExistsError(f"output {path} already exists: pass --overwrite to replace it "
-                              "or choose another --out.")
+        raise OutputError(f"output {path} already exists: pass --overwrite to replace it "
+                          "or choose another --out.")
     if not path.parent.is_dir():
-        raise FileNotFoundError(f"output folder {path.parent} does not exist.")
+        raise MissingFileError(f"output folder {path.parent} does not exist.")
     return path
 
 
@@ -95,7 +97,7 @@ def commit_output(tmp: Path, path: Path, overwrite: bool = False) -> Path:
     """Move a finished temporary output into place (replacing ``path`` if ``overwrite``)."""
     if path.exists():
         if not overwrite:
-            raise FileExistsError(f"output {path} appeared during the run: not replacing it.")
+            raise OutputError(f"output {path} appeared during the run: not replacing it.")
         if path.is_dir():
             old = partial_path(path)
             os.rename(path, old)

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import InputError, MissingFileError
 from .prompts import ObjectPrompt, PromptTable, group_prompts, points_table, shapes_table
 
 POINT_FEATURES = {"index", "label", "object"}
@@ -51,12 +52,12 @@ def read_prompt_table(path: str | Path) -> PromptTable:
     """Raw prompts of one ``.csv`` (napari Points or Shapes export) or ``.json`` file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"prompt file {path} does not exist.")
+        raise MissingFileError(f"prompt file {path} does not exist.")
     suffix = path.suffix.lower()
     if suffix == ".json":
         return read_json_table(path)
     if suffix != ".csv":
-        raise ValueError(f"prompt file {path} is neither .csv (napari export) nor .json.")
+        raise InputError(f"prompt file {path} is neither .csv (napari export) nor .json.")
     header, rows = _read_csv(path)
     return _shapes_csv(path, header, rows) if "shape-type" in header else _points_csv(
         path, header, rows)
@@ -66,11 +67,11 @@ def _read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
     with open(path, newline="") as f:
         rows = [r for r in csv.reader(f) if r]
     if not rows:
-        raise ValueError(f"prompt file {path} is empty: save a Points or Shapes layer with "
+        raise InputError(f"prompt file {path} is empty: save a Points or Shapes layer with "
                          "at least one point or box.")
     header, rows = [c.strip() for c in rows[0]], rows[1:]
     if not rows:
-        raise ValueError(f"prompt file {path} has a header but no prompts: save a layer with "
+        raise InputError(f"prompt file {path} has a header but no prompts: save a layer with "
                          "at least one point or box.")
     return header, rows
 
@@ -79,10 +80,10 @@ def _axis_columns(path: Path, header: list[str], allowed: set[str]) -> list[int]
     axes = sorted((c for c in header if c.startswith("axis-")), key=lambda c: int(c[5:]))
     unknown = [c for c in header if c not in allowed and c not in axes]
     if unknown:
-        raise ValueError(f"prompt file {path} has unknown columns {unknown}: expected "
+        raise InputError(f"prompt file {path} has unknown columns {unknown}: expected "
                          f"{sorted(allowed)} and axis-0, axis-1, ... as napari writes them.")
     if len(axes) < 2 or axes != [f"axis-{i}" for i in range(len(axes))]:
-        raise ValueError(f"prompt file {path} needs columns axis-0, axis-1, ... (found {axes}).")
+        raise InputError(f"prompt file {path} needs columns axis-0, axis-1, ... (found {axes}).")
     return [header.index(c) for c in axes]
 
 
@@ -94,7 +95,7 @@ def _points_csv(path: Path, header, rows) -> PromptTable:
     try:
         return points_table(data, features)
     except ValueError as exc:
-        raise ValueError(f"prompt file {path}: {exc}") from None
+        raise InputError(f"prompt file {path}: {exc}") from None
 
 
 def _shapes_csv(path: Path, header, rows) -> PromptTable:
@@ -110,16 +111,16 @@ def _shapes_csv(path: Path, header, rows) -> PromptTable:
     try:
         return shapes_table([_floats(path, v) for v in verts], kinds)
     except ValueError as exc:
-        raise ValueError(f"prompt file {path}: {exc}") from None
+        raise InputError(f"prompt file {path}: {exc}") from None
 
 
 def _floats(path: Path, values) -> np.ndarray:
     try:
         out = np.asarray(values, dtype=float)
     except ValueError:
-        raise ValueError(f"prompt file {path} has non-numeric coordinates.") from None
+        raise InputError(f"prompt file {path} has non-numeric coordinates.") from None
     if not np.isfinite(out).all():
-        raise ValueError(f"prompt file {path} has NaN or infinite coordinates.")
+        raise InputError(f"prompt file {path} has NaN or infinite coordinates.")
     return out
 
 
@@ -129,16 +130,16 @@ def read_json_table(path: str | Path) -> PromptTable:
     try:
         doc = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise ValueError(f"prompt file {path} is not valid JSON: {exc}") from None
+        raise InputError(f"prompt file {path} is not valid JSON: {exc}") from None
     entries = doc.get("prompts") if isinstance(doc, dict) else doc
     if not isinstance(entries, list):
-        raise ValueError(f"prompt file {path} must hold a list of prompts or {{'prompts': [...]}}.")
+        raise InputError(f"prompt file {path} must hold a list of prompts or {{'prompts': [...]}}.")
     if not entries:
-        raise ValueError(f"prompt file {path} is empty: it lists no prompts.")
+        raise InputError(f"prompt file {path} is empty: it lists no prompts.")
     rows, labels, objects, boxes, box_objects = [], [], [], [], []
     for n, e in enumerate(entries):
         if not isinstance(e, dict) or set(e) - JSON_KEYS or not {"points", "box"} & set(e):
-            raise ValueError(f"prompt file {path}, entry {n}: expected an object with 'points' "
+            raise InputError(f"prompt file {path}, entry {n}: expected an object with 'points' "
                              f"and/or 'box' (keys allowed: {sorted(JSON_KEYS)}).")
         index = [float(i) for i in e.get("slice", [])]
         key = e.get("object", ("json", n))
@@ -148,7 +149,7 @@ def read_json_table(path: str | Path) -> PromptTable:
         pts = _floats(path, e.get("points", [])).reshape(-1, 2)
         lab = np.ones(len(pts), int) if "labels" not in e else np.asarray(e["labels"], int)
         if lab.shape != (len(pts),):
-            raise ValueError(f"prompt file {path}, entry {n}: {len(pts)} points but "
+            raise InputError(f"prompt file {path}, entry {n}: {len(pts)} points but "
                              f"{lab.size} labels.")
         for (x, y), v in zip(pts, lab):
             rows.append([*index, y, x])
@@ -156,11 +157,11 @@ def read_json_table(path: str | Path) -> PromptTable:
             objects.append(key)
     dims = {len(r) for r in rows}
     if len(dims) > 1:
-        raise ValueError(f"prompt file {path}: entries have different numbers of slice indices.")
+        raise InputError(f"prompt file {path}: entries have different numbers of slice indices.")
     points = np.asarray(rows, float) if rows else np.zeros((0, 2))
     table = PromptTable(points, np.asarray(labels, int), objects, boxes, box_objects)
     if not np.isin(table.point_labels, (0, 1)).all():
-        raise ValueError(f"prompt file {path}: labels must be 1 (positive) or 0 (negative).")
+        raise InputError(f"prompt file {path}: labels must be 1 (positive) or 0 (negative).")
     return table
 
 

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from ..errors import InputError
+
 POSITIVE = {"positive": 1, "1": 1, "true": 1, "1.0": 1, "negative": 0, "0": 0, "false": 0,
             "0.0": 0}
 
@@ -68,7 +70,7 @@ class ObjectPrompt:
             pts = np.asarray(self.points, dtype=float).reshape(-1, 2)
             lab = np.ones(len(pts), int) if self.labels is None else np.asarray(self.labels, int)
             if lab.shape != (len(pts),) or not np.isin(lab, (0, 1)).all():
-                raise ValueError(f"object {self.object_id}: labels must be (N,) of 1/0 for "
+                raise InputError(f"object {self.object_id}: labels must be (N,) of 1/0 for "
                                  f"{len(pts)} points.")
             object.__setattr__(self, "points", pts)
             object.__setattr__(self, "labels", lab)
@@ -78,7 +80,7 @@ class ObjectPrompt:
                             max(box[0], box[2]), max(box[1], box[3])])
             object.__setattr__(self, "box", box)
         if self.points is None and self.box is None and self.mask is None:
-            raise ValueError(f"object {self.object_id}: a prompt needs points, a box or a mask.")
+            raise InputError(f"object {self.object_id}: a prompt needs points, a box or a mask.")
         object.__setattr__(self, "slice_index", tuple(int(i) for i in self.slice_index))
 
     def check_bounds(self, height: int, width: int) -> None:
@@ -91,7 +93,7 @@ class ObjectPrompt:
             xy += [self.box[:2], self.box[2:]]
         for x, y in xy:
             if not (-0.5 <= x <= width - 0.5 and -0.5 <= y <= height - 0.5):
-                raise ValueError(
+                raise InputError(
                     f"the prompt of object {self.object_id} on slice {self.slice_index} lies "
                     f"outside the image (x={x:g}, y={y:g}; slices are {width} wide and {height} "
                     "high): check that the prompts were made on this image.")
@@ -124,7 +126,7 @@ class PromptTable:
     def __add__(self, other: PromptTable) -> PromptTable:
         pts = [t.points for t in (self, other) if len(t.points)]
         if len({p.shape[1] for p in pts}) > 1:
-            raise ValueError("point prompts of different dimensionality cannot be combined.")
+            raise InputError("point prompts of different dimensionality cannot be combined.")
         return PromptTable(
             np.concatenate(pts) if pts else self.points,
             np.concatenate([self.point_labels, other.point_labels]),
@@ -143,7 +145,7 @@ def parse_point_labels(values: Iterable | None, n: int) -> np.ndarray:
     for v in values:
         key = str(v).strip().lower()
         if key not in POSITIVE:
-            raise ValueError(f"point label {v!r} is neither positive/negative nor 1/0.")
+            raise InputError(f"point label {v!r} is neither positive/negative nor 1/0.")
         out.append(POSITIVE[key])
     return np.asarray(out, int).reshape(n)
 
@@ -196,11 +198,11 @@ def shapes_table(data: Sequence, shape_types: Sequence[str] | None = None,
     for i, (verts, kind) in enumerate(zip(data, shape_types)):
         verts = np.asarray(verts, dtype=float)
         if kind != "rectangle":
-            raise ValueError(f"shape {i} is a {kind}: only rectangles are box prompts; "
+            raise InputError(f"shape {i} is a {kind}: only rectangles are box prompts; "
                              "delete it or redraw it as a rectangle.")
         lead = verts[:, :-2]
         if len(lead[0]) and not np.allclose(lead, lead[0]):
-            raise ValueError(f"rectangle {i} is not drawn in one 2D slice ({lead.tolist()}).")
+            raise InputError(f"rectangle {i} is not drawn in one 2D slice ({lead.tolist()}).")
         y, x = verts[:, -2], verts[:, -1]
         index = tuple(int(round(v)) for v in lead[0])
         boxes.append((index, np.array([x.min(), y.min(), x.max(), y.max()])))
@@ -220,7 +222,7 @@ def group_prompts(table: PromptTable) -> list[ObjectPrompt]:
     for n, ((index, box), obj) in enumerate(zip(table.boxes, table.box_objects)):
         key = (index, ("box", n) if obj is None else obj)
         if key in groups:
-            raise ValueError(f"object {obj!r} has two boxes on slice {index}: one box per object.")
+            raise InputError(f"object {obj!r} has two boxes on slice {index}: one box per object.")
         groups[key] = {"box": box, "points": [], "labels": []}
     for row, lab, obj in zip(table.points, table.point_labels, table.point_objects):
         key = _point_owner(_slice_of(row), row, obj, groups)
@@ -266,7 +268,7 @@ def _object_ids(keys: list[tuple]) -> dict:
     named = {k for _, k in keys if not isinstance(k, tuple)}
     ints = {k for k in named if isinstance(k, int)}
     if any(v <= 0 for v in ints):
-        raise ValueError("integer object values must be positive (0 is background).")
+        raise InputError("integer object values must be positive (0 is background).")
     ids = {v: v for v in ints}
     top = max(ints, default=0)
     for s in sorted(named - ints, key=str):
@@ -324,11 +326,11 @@ def check_prompts(prompts: Sequence[ObjectPrompt], layout) -> None:
     ``layout`` is an :class:`~napari_hq_sam.engine.image.ImageLayout`.
     """
     if not prompts:
-        raise ValueError("there are no prompts: add points or boxes (or check the prompt files).")
+        raise InputError("there are no prompts: add points or boxes (or check the prompt files).")
     height, width = layout.spatial_shape
     for p in prompts:
         if len(p.slice_index) != len(layout.leading_shape):
-            raise ValueError(
+            raise InputError(
                 f"object {p.object_id} has slice index {p.slice_index} but the image has "
                 f"{len(layout.leading_shape)} slice axes (labels shape {layout.labels_shape}): "
                 "the prompts were made on an image with other dimensions.")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from ..errors import InputError
+
 
 @dataclass
 class TrainingConfig:
@@ -32,12 +34,12 @@ class TrainingConfig:
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1:
-            raise ValueError("steps and batch_size must be at least 1.")
+            raise InputError("steps and batch_size must be at least 1.")
         unknown = set(self.prompt_kinds) - {"box", "points", "mask"}
         if unknown or not self.prompt_kinds:
-            raise ValueError(f"prompt_kinds must be among box, points, mask; got {unknown}.")
+            raise InputError(f"prompt_kinds must be among box, points, mask; got {unknown}.")
         if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError("val_fraction must be in [0, 1).")
+            raise InputError("val_fraction must be in [0, 1).")
         self.prompt_kinds = tuple(self.prompt_kinds)
 
     def to_dict(self) -> dict:

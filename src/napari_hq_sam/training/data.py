@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .._groundtruth import LabeledSlice, iter_slices
+from ..errors import InputError
 
 
 @dataclass
@@ -63,11 +64,11 @@ def collect_slices(data: Sequence[tuple]) -> list[LabeledSlice]:
     slices = []
     for item in data:
         if len(item) not in (2, 3):
-            raise ValueError("Training data items are (image, labels) or "
+            raise InputError("Training data items are (image, labels) or "
                              "(image, labels, prompt_boxes).")
         slices += [s for s in iter_slices(*item) if s.labels.any()]
     if not slices:
-        raise ValueError("The training labels hold no objects.")
+        raise InputError("The training labels hold no objects.")
     return slices
 
 
