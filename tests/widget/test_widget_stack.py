@@ -3,23 +3,37 @@
 from __future__ import annotations
 
 import numpy as np
-from widget_utils import box, click, dock_widget, wait_idle
+from widget_utils import box, click, dock_widget
 
-from napari_hq_sam.engine.image import describe_layout
 from napari_hq_sam.engine.prompts import ObjectPrompt
 from napari_hq_sam.engine.propagate import propagate_objects
+from napari_hq_sam.engine.runner import StackResult, plan_slices
 from napari_hq_sam.engine.segmenter import SliceSegmenter
-from napari_hq_sam.engine.stack import StackResult, segment_stack
+from napari_hq_sam.engine.stack import segment_stack
 
 STACK = slice(8, 15)  # 7 z-slices of the real nuclei stack (same crop as test_widget.py)
 
 
-def engine_run(widget, stack, prompts, contrast_limits, **kwargs):
-    """The engine's own stack run with the widget's model and cache (no widget code)."""
+def engine_segmenter(widget):
+    """A segmenter on the widget's model and embedding cache (none of the widget's code)."""
     controller = widget.controller
-    segmenter = SliceSegmenter(controller.model, cache=controller.session.cache)
-    return segment_stack(stack, prompts, segmenter=segmenter,
+    return SliceSegmenter(controller.model, cache=controller.session.cache)
+
+
+def engine_run(widget, stack, prompts, contrast_limits, **kwargs):
+    """The engine's own stack run with the widget's model and cache."""
+    return segment_stack(stack, prompts, segmenter=engine_segmenter(widget),
                          contrast_limits=contrast_limits, **kwargs)
+
+
+def written(labels) -> list[tuple[int]]:
+    """Slices of a ZYX labels array that hold any object."""
+    return [(z,) for z in range(labels.shape[0]) if labels[z].any()]
+
+
+def done_status(n: int, layer: str = "HQ-SAM labels") -> str:
+    """How the status line starts after a finished run that changed ``n`` slices."""
+    return f"Done: {n} slice(s) written to '{layer}'"
 
 
 def test_stack_run_segments_every_prompted_slice(make_napari_viewer, qtbot, tiny_checkpoint,
@@ -36,15 +50,14 @@ def test_stack_run_segments_every_prompted_slice(make_napari_viewer, qtbot, tiny
     click(qtbot, widget, widget.stack_button)
 
     labels = viewer.layers["HQ-SAM labels"].data
-    assert widget.controller.last_stack_result.slices == [(1,), (4,)]
-    assert not labels[[0, 2, 3, 5, 6]].any()
+    assert written(labels) == [(1,), (4,)]
     ref = engine_run(widget, stack, [
         ObjectPrompt((1,), points=[[28, 30]], labels=[1], object_id=1),
         ObjectPrompt((4,), points=[[30, 25]], labels=[1], box=[12, 10, 45, 40], object_id=2)],
         image.contrast_limits)
     np.testing.assert_array_equal(labels, ref.labels)
-    assert set(np.unique(labels[1])) <= {0, 1} and set(np.unique(labels[4])) <= {0, 2}
-    assert widget.status.text().startswith("Done:")
+    assert set(np.unique(labels[1])) == {0, 1} and set(np.unique(labels[4])) == {0, 2}
+    assert widget.status.text().startswith(done_status(2))
     click(qtbot, widget, widget.undo_button)
     assert not labels.any()
 
@@ -72,14 +85,16 @@ def test_cancel_keeps_finished_slices(make_napari_viewer, qtbot, tiny_checkpoint
     runner.progressed.disconnect(cancel_on_first)
 
     labels = viewer.layers["HQ-SAM labels"].data
-    result = widget.controller.last_stack_result
     assert reports[0] == (1, 3)
-    assert result.cancelled and result.slices[0] == (0,) and (6,) not in result.slices
-    assert not labels[6].any()
-    assert widget.status.text().startswith("Cancelled, kept")
-    ref = engine_run(widget, stack, [ObjectPrompt((0,), points=[[28, 30]], object_id=1)],
+    ref = engine_run(widget, stack, [ObjectPrompt((z,), points=[[28, 30]], object_id=k)
+                                     for k, z in enumerate((0, 3, 6), start=1)],
                      image.contrast_limits)
-    np.testing.assert_array_equal(labels[0], ref.labels[0])
+    assert written(ref.labels) == [(0,), (3,), (6,)]  # each prompt gives an object
+    kept = written(labels)
+    assert kept[0] == (0,) and (6,) not in kept  # slice 0 finished, the run stopped early
+    for z in kept:
+        np.testing.assert_array_equal(labels[z], ref.labels[z])
+    assert widget.status.text().startswith(f"Cancelled, kept {len(kept)} slice(s) written")
     assert len(points.data) == 3  # a stack run keeps the prompts for a rerun
 
 
@@ -96,9 +111,8 @@ def test_propagation_follows_threshold(make_napari_viewer, qtbot, tiny_checkpoin
     boxes.add(box(10, 12, 40, 45, lead=[3]), shape_type="rectangle")
     click(qtbot, widget, widget.propagate_button)
     labels = viewer.layers["HQ-SAM labels"].data
-    assert widget.controller.last_stack_result.slices == [(3,)]
-    assert not labels[[0, 1, 2, 4, 5, 6]].any()
-    assert labels[3].any(), "the seeded test weights must give a non-empty seed mask"
+    assert written(labels) == [(3,)], "the seeded test weights give a non-empty seed mask"
+    assert widget.status.text().startswith(done_status(1))
     assert len(boxes.data) == 0  # the seed prompt was consumed
     click(qtbot, widget, widget.undo_button)
     assert not labels.any() and len(boxes.data) == 1
@@ -107,9 +121,10 @@ def test_propagation_follows_threshold(make_napari_viewer, qtbot, tiny_checkpoin
     click(qtbot, widget, widget.propagate_button)
     ref = engine_run(widget, stack, [ObjectPrompt((3,), box=[12, 10, 45, 40], object_id=1)],
                      image.contrast_limits, propagate=True, score_threshold=-1.0)
-    assert widget.controller.last_stack_result.slices == ref.slices
     np.testing.assert_array_equal(labels, ref.labels)
-    assert set(np.unique(labels)) <= {0, 1}  # one object, one id through z
+    assert len(written(labels)) > 1  # it went beyond the seed slice
+    assert widget.status.text().startswith(done_status(len(written(labels))))
+    assert set(np.unique(labels)) == {0, 1}  # one object, one id through z
 
 
 def test_propagate_an_existing_labels_object(make_napari_viewer, qtbot, tiny_checkpoint,
@@ -131,15 +146,14 @@ def test_propagate_an_existing_labels_object(make_napari_viewer, qtbot, tiny_che
     viewer.dims.set_current_step(0, 3)
     click(qtbot, widget, widget.propagate_button)
 
-    reached = widget.controller.last_stack_result.slices
-    assert (3,) not in reached  # propagated from the seed, not onto it
     np.testing.assert_array_equal(target.data[3], other[3])  # the seed is kept as it was
     assert (target.data[5, :5, :5] == 99).all()  # another object is never overwritten
     expected = StackResult(other.copy())  # the engine alone, from the same seed
-    controller = widget.controller
-    propagate_objects(SliceSegmenter(controller.model, cache=controller.session.cache), stack,
-                      describe_layout(stack.shape), image.contrast_limits,
+    plan = plan_slices(stack, contrast_limits=image.contrast_limits, slices=[(3,)])
+    propagate_objects(engine_segmenter(widget), stack, plan,
                       {(3,): [ObjectPrompt((3,), box=[0, 0, 5, 5], object_id=object_id)]},
                       expected, score_threshold=-1.0)
     np.testing.assert_array_equal(target.data, expected.labels)
-    wait_idle(qtbot, widget)
+    changed = [z for z in range(len(other)) if not np.array_equal(target.data[z], other[z])]
+    assert changed, "the object reached other slices"
+    assert widget.status.text().startswith(done_status(len(changed), "seeded"))

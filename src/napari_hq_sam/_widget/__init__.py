@@ -1,4 +1,4 @@
-"""Qt dock widgets (the only package that imports Qt, magicgui or napari.qt).
+"""Qt dock widgets (the only package that imports Qt or napari).
 
 Importing this package (napari does so when it builds any of the plugin's widgets)
 first imports torch and torchvision safely: see :func:`._tasks.preload`.
@@ -10,4 +10,4 @@ preload()
 
 from ._segment_widget import HQSamWidget  # noqa: E402
 
-__all__ = ["HQSamWidget", "preload"]
+__all__ = ["HQSamWidget"]

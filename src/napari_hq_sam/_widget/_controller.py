@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error
 from qtpy.QtCore import QTimer
 
 from . import _layers, _tasks
@@ -33,13 +33,11 @@ class SegmentController:
 
     def __init__(self, viewer, view: SegmentView):
         self.viewer, self.view = viewer, view
-        _tasks.preload()
         self.model = None
         self.model_choice = None
         self.session = None  # engine segmenter + embedding cache, bound to the model
         self.history: list = []  # undo records, newest last
         self.last_click_to_mask: float | None = None  # seconds, prompt change -> preview
-        self.last_stack_result = None  # the engine's StackResult of the last stack task
         self.prompts_changed_at: float | None = None
         self.runner = TaskRunner(self._on_busy, self.show_error)
         self._live_timer = QTimer(view)  # dies with the view: never fires into a deleted widget
@@ -330,11 +328,6 @@ class SegmentController:
         message = str(exc) or type(exc).__name__
         self.set_status(f"Error: {message}")
         show_error(f"HQ-SAM: {message}")
-
-    def info(self, text: str) -> None:
-        """Status line + napari info notification."""
-        self.set_status(text)
-        show_info(f"HQ-SAM: {text}")
 
 
 def _refill(combo, names: list[str]) -> None:

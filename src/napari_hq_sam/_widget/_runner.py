@@ -107,11 +107,6 @@ class TaskRunner:
         """Ask the running task to stop at its next check."""
         self._stop.set()
 
-    @property
-    def cancelled(self) -> bool:
-        """The current (or last) task was asked to stop."""
-        return self._stop.is_set()
-
     def _show_progress(self, done: int, total: int) -> None:
         if self._pbar is None:
             return
@@ -127,14 +122,3 @@ class TaskRunner:
         self.worker = None
         if not self._closed:
             self._on_busy(None)
-
-    def wait(self, timeout: float = 60.0) -> None:
-        """Block (processing Qt events) until the running task has finished; for scripts."""
-        from qtpy.QtWidgets import QApplication
-
-        end = time.perf_counter() + timeout
-        while self.busy and time.perf_counter() < end:
-            QApplication.processEvents()
-            time.sleep(0.005)
-        if self.busy:
-            raise TimeoutError(f"task still running after {timeout} s")

@@ -99,7 +99,6 @@ class StackActions:
     def _write(self, result, labels, desc: str, consume) -> None:
         """Copy the reached slices of ``result.labels`` into the layer as one undo step."""
         c = self.c
-        c.last_stack_result = result
         changes = []
         for index in dict.fromkeys(result.slices):
             before = np.array(labels.data[index])

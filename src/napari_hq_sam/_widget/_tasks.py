@@ -165,11 +165,12 @@ def preload() -> None:
     """Import torch, torchvision and the model code in the calling (GUI) thread.
 
     Two crashes are avoided here. Importing torchvision for the first time in a
-    worker thread can crash the interpreter, so the widget imports it when it is
-    built. And torchvision imports triton, whose bundled LLVM clashes with the one
-    Mesa's OpenGL driver (llvmpipe, radeonsi) has already loaded into napari's
-    process: a segmentation fault. Triton only compiles GPU kernels, so on a
-    machine without CUDA it is marked as absent before torchvision looks for it.
+    worker thread can crash the interpreter, so the widget package calls this when
+    napari imports it, before any task runs. And torchvision imports triton, whose
+    bundled LLVM clashes with the one Mesa's OpenGL driver (llvmpipe, radeonsi) has
+    already loaded into napari's process: a segmentation fault. Triton only compiles
+    GPU kernels, so on a machine without CUDA it is marked as absent before
+    torchvision looks for it.
     """
     import sys
 

@@ -2,10 +2,11 @@
 
 The widget only reads its controls and the image layer (in the GUI thread) and
 runs :func:`napari_hq_sam.engine.everything.segment_everything` in a ``thread_worker``
-through the shared :class:`~._runner.TaskRunner` (progress bar, cancel). The
-model is loaded with the same task, session and embedding cache as the
-interactive widget, so slices embedded there are not embedded again. The result
-goes to a new Labels layer (one id per object), ready to be edited with prompts.
+through a :class:`~._runner.TaskRunner` (progress bar, cancel), as the segmentation
+widget does. The model is loaded by the segmentation widget's task and its embeddings
+go to the same in-memory cache (:func:`~._tasks.shared_cache`), so slices embedded
+there with the same weights and precision are not embedded again. The result goes
+to a new Labels layer (one id per object), ready to be edited with prompts.
 """
 
 from __future__ import annotations
@@ -47,7 +48,6 @@ class AutoSegmentWidget(QWidget):
         self.viewer = napari_viewer
         self.session: Session | None = None
         self._choice: ModelChoice | None = None
-        self.last_run = None
         self.runner = TaskRunner(self._on_busy, self._on_error)
         self._build()
         self.runner.progressed.connect(self._on_progress)
@@ -117,11 +117,6 @@ class AutoSegmentWidget(QWidget):
             self.image_combo.setCurrentText(current)
 
     # -- model -----------------------------------------------------------------------------
-    def set_model(self, model, checkpoint=None) -> None:
-        """Use an already loaded HQSam (scripts, tests) instead of the model box."""
-        self.session = Session(model, checkpoint)
-        self._choice = self.choice()
-
     def choice(self) -> ModelChoice:
         """The model the controls ask for."""
         path = self.checkpoint_edit.text().strip() or None
@@ -179,7 +174,6 @@ class AutoSegmentWidget(QWidget):
                           on_cancelled=lambda run: self._add_result(run, ctx))
 
     def _add_result(self, run, ctx) -> None:
-        self.last_run = run
         if not run.slices:
             self.status.setText("Cancelled before any slice was finished.")
             return
