@@ -1,8 +1,7 @@
-"""Shared fixtures: official-format random checkpoints and the real images in shared/data."""
+"""Shared fixtures: official-format random checkpoints and the bundled sample images."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -11,16 +10,16 @@ import tifffile
 
 from napari_hq_sam.testing import write_random_checkpoint
 
+# The package's own sample data (also reachable through the ``sample_data`` link).
 DATA = Path(__file__).resolve().parents[1] / "src" / "napari_hq_sam" / "_sample_data"
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def data_file(name: str) -> Path:
-    """A real image from the bundled sample data (or ../shared/data as a fallback)."""
-    for folder in (DATA, SHARED_DATA, Path(os.environ.get("HQSAM_DATA", "."))):
-        if (folder / name).is_file():
-            return folder / name
-    raise FileNotFoundError(f"test data {name} not found in {DATA} or {SHARED_DATA}")
+    """Path of a bundled sample file."""
+    path = DATA / name
+    if not path.is_file():
+        raise FileNotFoundError(f"sample file {name} not found in {DATA}")
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 """GPU-only fast paths: CUDA-graph replay of single-slice encoding, folded-bias attention.
 
-Skipped without a CUDA GPU (CI has none); run on a GPU machine with
-``pytest tests/test_cuda_graphs.py``. The CPU half of the folded-bias path is
+Marked ``gpu`` and skipped without a CUDA GPU (CI has none); run on a GPU machine with
+``pytest -m gpu``. The CPU half of the folded-bias path is
 checked against Meta's blocks in ``test_fast_paths.py``.
 """
 
@@ -16,7 +16,8 @@ from napari_hq_sam import HQSamPredictor, build_hq_sam
 from napari_hq_sam.engine.encoder import prepare_batch
 from napari_hq_sam.model.cuda_graph import MAX_GRAPHS
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 
 @pytest.fixture(scope="module")

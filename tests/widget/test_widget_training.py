@@ -38,12 +38,13 @@ def test_train_then_evaluate_in_worker(widget, qtbot, tmp_path):
     assert widget.train_button.isEnabled() and not widget.cancel_button.isEnabled()
 
 
-def test_cancel_before_the_first_step(widget, qtbot):
-    widget.cancel()  # the flag is reset at start; cancel right after starting instead
+def test_cancel_before_the_first_step(widget, qtbot, tmp_path):
     widget.start_training()
+    # set while the worker still loads the model, so training stops before its first step
     widget.cancel()
     qtbot.waitUntil(lambda: widget.worker is None, timeout=300_000)
-    assert "nothing saved" in widget.status.text() or "Cancelled" in widget.status.text()
+    assert widget.status.text() == "Cancelled before the first step; nothing saved."
+    assert not (tmp_path / "w.pt").exists()
 
 
 def test_needs_layers(make_napari_viewer):
