@@ -51,6 +51,25 @@ def test_missing_image_is_one_line(tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_unreadable_image_is_one_line(tmp_path, capsys):
+    image = tmp_path / "scan.tif"
+    image.write_bytes(b"not a tiff")
+    code, _, err = _run(capsys, "auto", image, "--model", "vit_tiny", "--out", tmp_path / "o.tif")
+    assert code == 2
+    assert err == (f"hqsam auto: error: cannot read image {image}: not a TIFF file: "
+                   "header=b'not '\n")
+
+
+def test_malformed_json_prompt_is_one_line(tmp_path, capsys):
+    prompts = tmp_path / "p.json"
+    prompts.write_text('[{"slice": [3], "box": [1, 2, 3]}]')
+    code, _, err = _run(capsys, "segment", IMAGE, "--prompts", prompts, "--model", "vit_tiny",
+                        "--out", tmp_path / "o.tif")
+    assert code == 2
+    assert err.startswith(f"hqsam segment: error: prompt file {prompts}, entry 0: ")
+    assert err.count("\n") == 1
+
+
 def test_malformed_crop_is_one_line(capsys):
     code, out, err = _run(capsys, "evaluate", "--image", IMAGE, "--labels", LABELS,
                           "--crop", "0:10", "--model", "vit_tiny")

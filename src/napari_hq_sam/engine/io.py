@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError, MissingFileError, OutputError
+from ..errors import HQSamError, InputError, MissingFileError, OutputError
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".zarr", ".npy")
 LABEL_SUFFIXES = (".tif", ".tiff", ".zarr")
@@ -38,6 +38,17 @@ def read_image(path: str | Path):
     if not path.exists():
         raise MissingFileError(f"image {path} does not exist.")
     suffix = path.suffix.lower()
+    if suffix not in IMAGE_SUFFIXES:
+        raise InputError(f"cannot read {path}: use one of {', '.join(IMAGE_SUFFIXES)}.")
+    try:
+        return _open_image(path, suffix)
+    except HQSamError:
+        raise
+    except ValueError as exc:  # the readers' word for a file that is not what its name says
+        raise InputError(f"cannot read image {path}: {exc}") from exc
+
+
+def _open_image(path: Path, suffix: str):
     if suffix in (".tif", ".tiff"):
         import tifffile
 
@@ -47,9 +58,7 @@ def read_image(path: str | Path):
             return tifffile.imread(str(path))
     if suffix == ".npy":
         return np.load(path, mmap_mode="r")
-    if suffix == ".zarr":
-        return _open_zarr(path)
-    raise InputError(f"cannot read {path}: use one of {', '.join(IMAGE_SUFFIXES)}.")
+    return _open_zarr(path)
 
 
 def _open_zarr(path: Path):

@@ -141,13 +141,18 @@ def read_json_table(path: str | Path) -> PromptTable:
         if not isinstance(e, dict) or set(e) - JSON_KEYS or not {"points", "box"} & set(e):
             raise InputError(f"prompt file {path}, entry {n}: expected an object with 'points' "
                              f"and/or 'box' (keys allowed: {sorted(JSON_KEYS)}).")
-        index = [float(i) for i in e.get("slice", [])]
         key = e.get("object", ("json", n))
-        if "box" in e:
-            boxes.append((tuple(int(i) for i in index), _floats(path, e["box"]).reshape(4)))
-            box_objects.append(key)
-        pts = _floats(path, e.get("points", [])).reshape(-1, 2)
-        lab = np.ones(len(pts), int) if "labels" not in e else np.asarray(e["labels"], int)
+        try:
+            index = [float(i) for i in e.get("slice", [])]
+            if "box" in e:
+                boxes.append((tuple(int(i) for i in index), _floats(path, e["box"]).reshape(4)))
+                box_objects.append(key)
+            pts = _floats(path, e.get("points", [])).reshape(-1, 2)
+            lab = np.ones(len(pts), int) if "labels" not in e else np.asarray(e["labels"], int)
+        except InputError:
+            raise
+        except (TypeError, ValueError) as exc:  # a slice, box, points or labels of wrong form
+            raise InputError(f"prompt file {path}, entry {n}: {exc}") from None
         if lab.shape != (len(pts),):
             raise InputError(f"prompt file {path}, entry {n}: {len(pts)} points but "
                              f"{lab.size} labels.")
