@@ -190,18 +190,18 @@ def test_encode_slices_halves_batch_on_out_of_memory(tiny_model, slices, one_by_
                                                      monkeypatch):
     real_encode, sizes = tiny_model.encode, []
 
-    def small_gpu_encode(batch):
+    def small_gpu_encode(batch, **options):
         sizes.append(len(batch))
         if len(batch) > 2:
             raise torch.OutOfMemoryError("fake: CUDA out of memory")
-        return real_encode(batch)
+        return real_encode(batch, **options)
 
     monkeypatch.setattr(tiny_model, "encode", small_gpu_encode)
     got = encode_slices(tiny_model, slices, batch_size=8)
     assert sizes == [3, 3, 2, 1]  # 3 slices at sizes 8 and 4: OOM; then 2 + 1
     _same(got, one_by_one)
 
-    def no_memory(batch):
+    def no_memory(batch, **options):
         raise torch.OutOfMemoryError("fake: nothing fits")
 
     monkeypatch.setattr(tiny_model, "encode", no_memory)

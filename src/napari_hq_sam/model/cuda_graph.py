@@ -7,11 +7,12 @@ shape, (B, 3, 1024, 1024), so the whole encoding (encoder and HQ features) can b
 captured once as a CUDA graph and replayed: the same kernels on the same
 weights, launched by one call.
 
-The graph is keyed by the input's shape and dtype, the precision and the
-identity and version of every weight, so a changed, moved or reloaded weight
-leads to a new capture. The :data:`MAX_GRAPHS` most recent graphs are kept
-(each memory pool holds the activations of one forward pass). Captures that fail (an operation
-that cannot be captured) switch the model back to eager encoding with a warning.
+The graph is keyed by the input's shape and dtype and the precision; all graphs
+are dropped when a weight changes (edited in place, replaced, moved or reloaded,
+see :func:`._weights_cache.weights_key`), since they read the old memory. The
+:data:`MAX_GRAPHS` most recent graphs are kept (each memory pool holds the
+activations of one forward pass). Captures that fail (an operation that cannot be
+captured) switch the model back to eager encoding with a warning.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import torch
 from torch import nn
 
 from ._inference import inference_only
+from ._weights_cache import weights_key
 
 # Largest batch replayed from a graph. Larger batches keep the GPU busy while
 # Python launches kernels, so a graph gains little there, and each graph's
@@ -33,13 +35,6 @@ GRAPH_MAX_BATCH = 1
 # Graphs kept per model (e.g. one per precision); each pool holds the
 # activations of one forward pass.
 MAX_GRAPHS = 2
-
-
-def _weights_key(model: nn.Module) -> tuple:
-    tensors = list(model.parameters()) + list(model.buffers())
-    # id and version catch replaced and in-place-changed weights, data_ptr
-    # catches ``param.data = ...`` (which keeps both)
-    return tuple((id(t), t.data_ptr(), t._version) for t in tensors)
 
 
 def graphs_apply(model: nn.Module, images: torch.Tensor) -> bool:
@@ -104,7 +99,7 @@ def graphed_call(model: nn.Module, fn: Callable[[torch.Tensor], tuple],
     """
     cache = model.__dict__.setdefault("_cuda_graph_cache", _GraphCache())
     with cache.lock:  # one static input buffer per graph: threads take turns
-        weights = _weights_key(model)
+        weights = weights_key(model)
         if cache.weights != weights:
             cache.graphs.clear()  # weights changed: the graphs would read outdated memory
             cache.weights = weights

@@ -23,6 +23,7 @@ import time
 import torch
 from torch import nn
 
+from ._weights_cache import derived_cache, weights_key
 from .fast_decoder import accelerate_decoder
 from .fast_vit import accelerate_vit
 from .tiny_vit import TinyViT
@@ -74,7 +75,7 @@ def native_precisions() -> list[str]:
 
 @functools.lru_cache(maxsize=1)
 def _best_cpu_precision() -> str:
-    """Measured: the reduced precision whose products beat fp32 by 1.2x or more."""
+    """The reduced precision whose timed products beat fp32 by 1.2x or more, else fp32."""
     best, best_time = "fp32", _gemm_seconds(torch.float32) / 1.2
     for name in native_precisions()[1:]:
         seconds = _gemm_seconds(PRECISIONS[name])
@@ -87,13 +88,11 @@ def best_precision(device: str | torch.device = "cpu") -> str:
     """Fastest reduced precision for the encoder on ``device``.
 
     ``bf16`` on CUDA GPUs that support it, else ``fp16``; ``fp16`` on Apple MPS.
-    On CPUs the answer is measured once per process (a few ms): matrix products
-    of the precisions the CPU runs natively (flags ``avx512_bf16``/``amx_bf16``,
+    On CPUs the answer is timed once per process: matrix products of the
+    precisions the CPU runs natively (flags ``avx512_bf16``/``amx_bf16``,
     ``avx512_fp16``/``amx_fp16``) are timed against fp32 and the fastest that wins
-    by at least 1.2x is chosen, else ``fp32``. Measured examples: a 2-core AMD
-    EPYC (AVX512-BF16) runs bf16 products 4.5x faster than fp32 and fp16 40x
-    slower; a Sapphire Rapids VM without AMX runs bf16 at 0.65x and fp16 at
-    1.2-1.8x.
+    by at least 1.2x is chosen, else ``fp32``. The flags alone do not decide it:
+    a CPU may report a native precision that still runs slower than fp32.
     """
     device = torch.device(device)
     if device.type == "cuda":
@@ -119,12 +118,6 @@ def accelerate(model: nn.Module) -> nn.Module:
     return model
 
 
-def _weights_key(module: nn.Module, dtype: torch.dtype) -> tuple:
-    tensors = list(module.parameters()) + list(module.buffers())
-    device = tensors[0].device if tensors else None
-    return (dtype, device, tuple(id(t) for t in tensors), tuple(t._version for t in tensors))
-
-
 _CAST_TYPES = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)
 
 
@@ -134,17 +127,15 @@ def cast_copy(owner: nn.Module, encoder: nn.Module, dtype: torch.dtype) -> nn.Mo
     Run it under ``torch.autocast(..., dtype=dtype)``.
 
     The copy is rebuilt when the encoder's parameters or buffers change (in
-    place or by replacement), move or when another dtype is asked for.
+    place, by replacement or through ``.data``), move, change dtype, or when
+    another ``dtype`` is asked for; copies and pickles of ``owner`` rebuild it.
     """
-    key = _weights_key(encoder, dtype)
-    cached = owner.__dict__.get("_cast_encoder")
-    if cached is None or cached[0] != key:
-        owner.__dict__.pop("_cast_encoder", None)
+    def build() -> nn.Module:
         low = copy.deepcopy(encoder).eval()
         low.requires_grad_(False)
         for module in low.modules():
             if isinstance(module, _CAST_TYPES):
                 module.to(dtype)
-        cached = (key, low)
-        owner.__dict__["_cast_encoder"] = cached
-    return cached[1]
+        return low
+
+    return derived_cache(owner, "_cast_encoder").get(weights_key(encoder, dtype), build)

@@ -11,12 +11,11 @@ to checkpoint loading and saving. What changes:
   folded into widened queries and keys, so flash attention runs without a mask;
   in fp32 it is the kernel's additive mask, built for chunks of query rows so
   the mask of one chunk stays small.
-- On CPUs, where the fused kernel with a mask runs at about half the speed of
-  plain matrix products (measured: 1.1-1.4 s vs 0.63 s fp32, 0.8 s vs 0.37 s bf16
-  for one vit_b global block on 2 cores), attention is computed head by head on
-  chunks of query rows small enough to stay in cache: scores by a matrix
-  product, the two bias terms added in place by broadcasting (the full
-  (rows, H*W) bias is never built), softmax, product with the values.
+- On CPUs, where the fused kernel with a mask is slower than plain matrix
+  products, attention is computed head by head on chunks of query rows small
+  enough to stay in cache: scores by a matrix product, the two bias terms added
+  in place by broadcasting (the full (rows, H*W) bias is never built), softmax,
+  product with the values.
 - Windowed blocks compute ``qkv`` on the H x W tokens before window padding
   (a padded token's ``qkv`` is the layer's bias, since the padding is zeros) and
   apply ``proj`` after cropping: no work is spent on padding tokens.
@@ -30,6 +29,7 @@ from segment_anything.modeling.image_encoder import Attention, Block, get_rel_po
 from torch import nn
 
 from ._inference import inference_only
+from ._weights_cache import derived_cache, weights_key
 
 # Most values in the bias mask of one chunk of global attention: B x heads x
 # (rows * W) x (H * W). 2**26 gives 4 chunks of 16 rows for one vit_b slice (256 MB
@@ -40,9 +40,9 @@ MASK_BUDGET = 2**26
 # 14 x 14 windows: the best of the chunkings measured on a 2-core EPYC.
 SCORE_BUDGET = 2**21
 # Devices and dtypes where the bias is folded into q and k
-# (_folded_bias_attention), so that flash attention runs without a mask.
-# Measured on an H200, vit_b batches of 32: bf16 111 -> 164 slices/s; fp32 (no
-# flash kernel) 32 -> 28, so fp32 keeps the additive mask.
+# (_folded_bias_attention), so that flash attention runs without a mask. fp32
+# has no flash kernel, so there the wider q and k would only cost time: it keeps
+# the additive mask.
 FOLDED_BIAS_DEVICES = ("cuda",)
 FOLDED_BIAS_DTYPES = (torch.bfloat16, torch.float16)
 
@@ -224,12 +224,9 @@ class FastAttention(Attention):
         params = (self.rel_pos_h, self.rel_pos_w)
         if not inference_only(self):
             return tuple(get_rel_pos(size, size, p).to(dtype) for p in params)
-        key = (size, dtype, params[0].device, *(p._version for p in params))
-        cache = self.__dict__.setdefault("_rel_pos_cache", {})
-        if key not in cache:
-            cache.clear()
-            cache[key] = tuple(get_rel_pos(size, size, p).to(dtype) for p in params)
-        return cache[key]
+        return derived_cache(self, "_rel_pos_cache").get(
+            weights_key(params, size, dtype),
+            lambda: tuple(get_rel_pos(size, size, p).to(dtype) for p in params))
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                grid: tuple[int, int], chunk_rows: int | None = None) -> torch.Tensor:

@@ -12,7 +12,8 @@ once; both run in ``F.scaled_dot_product_attention``. The folded weights are a
 cache next to the parameters, never parameters or buffers themselves: the state
 dict keeps exactly the official keys and values, training mode (and any call
 with gradients) uses the plain modules, and the cache is rebuilt whenever a
-source tensor changes (tracked by tensor versions), device or dtype.
+source tensor changes (in place, by replacement or through ``.data``), device
+or dtype (see :mod:`._weights_cache`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from segment_anything.modeling.common import LayerNorm2d
 from torch import nn
 
 from ._inference import gelu_, inference_only
+from ._weights_cache import derived_cache, weights_key
 
 # Elements of one strip of expanded activations in MBConv's CPU path (4 MB in fp32).
 STRIP_ELEMENTS = 2**20
@@ -38,12 +40,7 @@ def _inference_cache(module: nn.Module, sources: tuple[torch.Tensor, ...], dtype
     """
     if not inference_only(module):
         return None
-    key = (dtype, sources[0].device, *(t._version for t in sources), *(id(t) for t in sources))
-    cached = module.__dict__.get("_inference_cache")
-    if cached is None or cached[0] != key:
-        cached = (key, compute())
-        module.__dict__["_inference_cache"] = cached
-    return cached[1]
+    return derived_cache(module, "_inference_cache").get(weights_key(sources, dtype), compute)
 
 
 # At inference, activations and residual adds are applied in place on tensors a
@@ -139,11 +136,10 @@ class MBConv(nn.Module):
 
         The expanded (4x channels) activations of one strip stay in cache and
         their buffers are reused, instead of three 67 MB tensors per block that
-        cost page faults (measured on a 2-core EPYC: 105 ms -> 57 ms per block,
-        bit-identical). Each strip's 1x1 convolution also covers one halo row
-        above and below for the 3x3 depth-wise convolution; at the image border
-        the depth-wise convolution's own zero padding stands in for it, as in
-        the whole-image computation.
+        cost page faults; the result is bit-identical. Each strip's 1x1
+        convolution also covers one halo row above and below for the 3x3
+        depth-wise convolution; at the image border the depth-wise convolution's
+        own zero padding stands in for it, as in the whole-image computation.
 
         Parameters
         ----------
@@ -353,7 +349,7 @@ class TinyViT(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(embedding (B, 256, 64, 64), early feature (B, 64, 64, 160))``."""
         s = self.feature_size
-        # Channels-last convolutions are 2-3x faster on CPUs and map to tokens without copies.
+        # Channels-last convolutions are faster on CPUs and map to tokens without copies.
         x = self.layers[0](self.patch_embed(x.contiguous(memory_format=torch.channels_last)))
         x = self.layers[1](x)
         early = x.view(x.shape[0], s, s, -1)
