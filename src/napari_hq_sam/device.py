@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from .errors import InputError
+
 
 def pick_device(requested: str | torch.device | None = None) -> torch.device:
     """Return the device to run on.
@@ -29,16 +31,16 @@ def pick_device(requested: str | torch.device | None = None) -> torch.device:
     try:
         device = torch.device(requested)
     except RuntimeError as exc:
-        raise ValueError(f"Unknown device {requested!r}: use auto, cpu, cuda or mps.") from exc
+        raise InputError(f"Unknown device {requested!r}: use auto, cpu, cuda or mps.") from exc
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"Device {requested!r} was asked for but PyTorch sees no CUDA GPU here. "
+        raise InputError(f"Device {requested!r} was asked for but PyTorch sees no CUDA GPU here. "
                          f"Available: {', '.join(available_devices())}.")
     if device.type == "cuda" and device.index is not None \
             and device.index >= torch.cuda.device_count():
-        raise ValueError(f"Device {requested!r} does not exist: this machine has "
+        raise InputError(f"Device {requested!r} does not exist: this machine has "
                          f"{torch.cuda.device_count()} CUDA GPU(s).")
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"Device 'mps' was asked for but Apple MPS is not available here. "
+        raise InputError(f"Device 'mps' was asked for but Apple MPS is not available here. "
                          f"Available: {', '.join(available_devices())}.")
     return device
 

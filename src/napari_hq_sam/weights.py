@@ -41,7 +41,14 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 class DownloadError(HQSamError, RuntimeError):
-    """A checkpoint could not be downloaded or did not verify; nothing usable was kept."""
+    """A checkpoint could not be downloaded or did not verify; nothing usable was kept.
+
+    ``model_type`` names the backbone whose file was wanted (None when unknown).
+    """
+
+    def __init__(self, message: str, model_type: str | None = None):
+        super().__init__(message)
+        self.model_type = model_type
 
 
 def file_sha256(path: str | Path) -> str:
@@ -162,14 +169,14 @@ def download_checkpoint(model_type: str, progress: bool = True) -> Path:
     try:
         sha256, size = _announced_content(url, requests)
     except requests.RequestException as exc:
-        raise DownloadError(_network_hint(model_type, url, exc)) from exc
+        raise DownloadError(_network_hint(model_type, url, exc), model_type) from exc
     _check_known(entry, sha256, size, url)
     try:
         pooch.retrieve(url, known_hash=f"sha256:{sha256}" if sha256 else None,
                        fname=entry.filename, path=folder,
                        downloader=pooch.HTTPDownloader(progressbar=progress, timeout=60))
     except requests.RequestException as exc:
-        raise DownloadError(_network_hint(model_type, url, exc)) from exc
+        raise DownloadError(_network_hint(model_type, url, exc), model_type) from exc
     except ValueError as exc:  # pooch: hash mismatch; it has already deleted the file
         target.unlink(missing_ok=True)
         raise DownloadError(f"The file downloaded from {url} does not match its announced "

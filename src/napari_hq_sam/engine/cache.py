@@ -98,7 +98,7 @@ class EmbeddingCache:
     def __init__(self, signature: dict | None = None, *, max_items: int = 8,
                  directory: str | Path | None = None):
         if signature is None and directory is not None:
-            raise ValueError("an on-disk embedding cache needs a model signature "
+            raise InputError("an on-disk embedding cache needs a model signature "
                              "(napari_hq_sam.engine.cache.model_signature).")
         self.signature = None if signature is None else dict(signature)
         self.max_items = int(max_items)

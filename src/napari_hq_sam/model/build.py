@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from segment_anything.modeling import PromptEncoder, TwoWayTransformer
 
+from ..errors import InputError
 from ..model_types import MODEL_TYPES
 from .checkpoint import load_checkpoint
 from .fast import accelerate
@@ -42,9 +43,9 @@ if tuple(MODEL_REGISTRY) != MODEL_TYPES:  # one list of names for parsers, widge
 
 
 def check_model_type(model_type: str) -> str:
-    """Return ``model_type`` or raise a ValueError naming the valid choices."""
+    """Return ``model_type`` or raise an InputError naming the valid choices."""
     if model_type not in MODEL_REGISTRY:
-        raise ValueError(
+        raise InputError(
             f"Unknown model type {model_type!r}: choose one of {', '.join(MODEL_TYPES)}.")
     return model_type
 

@@ -23,6 +23,7 @@ import time
 import torch
 from torch import nn
 
+from ..errors import InputError
 from ._weights_cache import derived_cache, weights_key
 from .fast_decoder import accelerate_decoder
 from .fast_vit import accelerate_vit
@@ -34,7 +35,7 @@ PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float
 def check_precision(precision: str) -> torch.dtype:
     """dtype of a precision name, or a ValueError naming the choices."""
     if precision not in PRECISIONS:
-        raise ValueError(f"Unknown precision {precision!r}: choose one of "
+        raise InputError(f"Unknown precision {precision!r}: choose one of "
                          f"{', '.join(PRECISIONS)}.")
     return PRECISIONS[precision]
 
