@@ -21,6 +21,9 @@ _LAZY = {
     "DownloadError": "napari_hq_sam.weights",
     "load_model": "napari_hq_sam.loading",
     "pick_device": "napari_hq_sam.device",
+    "viewer_session": "napari_hq_sam.session",
+    "ViewerSession": "napari_hq_sam.session",
+    "HQSamError": "napari_hq_sam.errors",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -12,6 +12,7 @@ import pytest
 from app_model.types import KeyBinding
 from widget_utils import box, click, dock_widget, reference, wait_idle
 
+from napari_hq_sam._widget._model_bar import HQ_ONLY, SAM_AND_HQ
 from napari_hq_sam.engine.labels import paste_mask, paste_masks
 from napari_hq_sam.engine.prompts import ObjectPrompt
 
@@ -43,7 +44,7 @@ def test_point_and_box_on_2d_give_one_id_each(make_napari_viewer, qtbot, tiny_ch
     np.testing.assert_array_equal(labels.data, expected_labels(nuclei2d.shape, ref.masks, [1, 2]))
     assert set(np.unique(labels.data)) <= {0, 1, 2}  # one id per object, nothing else
     assert len(points.data) == 0 and len(boxes.data) == 0  # prompts consumed
-    assert "Added ids" in widget.status.text() and "'HQ-SAM labels'" in widget.status.text()
+    assert widget.status.text().startswith("Added objects 1–2 to 'HQ-SAM labels' (scores ")
 
 
 def test_negative_point_is_sent_as_negative(make_napari_viewer, qtbot, tiny_checkpoint,
@@ -104,7 +105,7 @@ def test_no_overwrite_then_undo_then_overwrite(make_napari_viewer, qtbot, tiny_c
     viewer = make_napari_viewer()
     image = viewer.add_image(nuclei2d, name="nuclei2d")
     widget = dock_widget(viewer, tiny_checkpoint)
-    click(qtbot, widget, widget.load_button)
+    click(qtbot, widget, widget.model_bar.load_button)
     ref = reference(widget, nuclei2d, image.contrast_limits,
                     [ObjectPrompt(box=[150, 150, 300, 300])]).masks[0]
     assert ref.any(), "the seeded test weights must give a non-empty mask for this box"
@@ -203,22 +204,23 @@ def test_errors_are_reported_not_raised(make_napari_viewer, qtbot, tiny_checkpoi
 
     bad = tmp_path / "sam_hq_vit_tiny.pth"
     bad.write_bytes(b"this is not a checkpoint" * 100)
-    widget.checkpoint_edit.setText(str(bad))
-    click(qtbot, widget, widget.load_button)
+    bar = widget.model_bar
+    bar.checkpoint_edit.setText(str(bad))
+    click(qtbot, widget, bar.load_button)
     assert "not a readable PyTorch checkpoint" in widget.status.text()
     assert widget.controller.model is None
-    assert widget.model_status.text() == "no model loaded"
-    widget.checkpoint_edit.setText(str(tmp_path / "missing.pth"))
-    click(qtbot, widget, widget.load_button)
+    assert bar.active.text() == "Active: No model loaded"
+    bar.checkpoint_edit.setText(str(tmp_path / "missing.pth"))
+    click(qtbot, widget, bar.load_button)
     assert "not found" in widget.status.text()
-    assert widget.load_button.isEnabled() and widget.segment_button.isEnabled()
+    assert bar.load_button.isEnabled() and widget.segment_button.isEnabled()
 
-    widget.checkpoint_edit.setText(str(tiny_checkpoint))  # a good file, in bf16 this time
-    widget.precision_combo.setCurrentText("bf16")
-    click(qtbot, widget, widget.load_button)
+    bar.checkpoint_edit.setText(str(tiny_checkpoint))  # a good file, in bf16 this time
+    bar.precision_combo.setCurrentText("bf16")
+    click(qtbot, widget, bar.load_button)
     assert widget.controller.model.precision == "bf16"
     assert widget.controller.model.model_type == "vit_tiny"
-    assert widget.model_status.text() == "loaded: vit_tiny on cpu, bf16"
+    assert bar.active.text() == "Active: vit_tiny on cpu, bf16, SAM + HQ"
 
 
 @pytest.mark.parametrize("hq_token_only", [True])
@@ -227,8 +229,9 @@ def test_live_preview_follows_prompts(make_napari_viewer, qtbot, tiny_checkpoint
     viewer = make_napari_viewer()
     image = viewer.add_image(nuclei2d, name="nuclei2d")
     widget = dock_widget(viewer, tiny_checkpoint)
-    widget.hq_check.setChecked(hq_token_only)
-    assert "single objects" in widget.hq_check.toolTip()
+    bar = widget.model_bar
+    bar.mode_combo.setCurrentText(HQ_ONLY if hq_token_only else SAM_AND_HQ)
+    assert "single objects" in bar.mode_combo.toolTip()
     widget.prompt_layers_button.click()
     points, _ = widget.controller.prompt_layers()
     widget.live_check.setChecked(True)
@@ -259,7 +262,7 @@ def test_closing_the_widget_mid_task_is_quiet(make_napari_viewer, qtbot, tiny_ch
     points, _ = widget.controller.prompt_layers()
     assert KeyBinding.from_str("Shift+S") in points.keymap
     widget.live_check.setChecked(True)
-    widget.load_button.click()
+    widget.model_bar.load_button.click()
     assert runner.busy
     viewer.window.remove_dock_widget(widget)
     widget.close()

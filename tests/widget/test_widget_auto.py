@@ -11,7 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from qtpy.QtCore import Qt
+from widget_utils import choose_file
 
+from napari_hq_sam._widget.auto_widget import CURRENT, STACK
 from napari_hq_sam.automatic import AutoMaskConfig
 from napari_hq_sam.engine.everything import segment_everything
 
@@ -25,8 +27,7 @@ def docked(make_napari_viewer, tiny_checkpoint, nuclei3d):
     viewer = make_napari_viewer()
     image = viewer.add_image(nuclei3d[15:17, :48, :48], name="nuclei")
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
-    widget.model_combo.setCurrentText("vit_tiny")
-    widget.checkpoint_edit.setText(str(tiny_checkpoint))
+    choose_file(widget.model_bar, tiny_checkpoint)
     widget.points_spin.setValue(2)
     widget.iou_spin.setValue(0.0)
     widget.stability_spin.setValue(0.0)
@@ -46,7 +47,7 @@ def run_and_wait(qtbot, widget):
 
 def test_whole_stack_goes_to_a_new_labels_layer(qtbot, docked):
     viewer, image, widget = docked
-    widget.scope_combo.setCurrentText("whole stack")
+    widget.scope_combo.setCurrentText(STACK)
     run_and_wait(qtbot, widget)
     layer = viewer.layers["nuclei everything"]
 
@@ -54,26 +55,26 @@ def test_whole_stack_goes_to_a_new_labels_layer(qtbot, docked):
     assert layer.data.shape == image.data.shape and layer.data.dtype == np.uint32
     assert layer.data.max() >= 2
     assert np.array_equal(layer.data, expected(widget, image))
-    assert widget.progress_bar.value() == widget.progress_bar.maximum() == 2
+    assert widget.task_panel.bar.value() == widget.task_panel.bar.maximum() == 2
     n = int(layer.data.max())  # ids run 1..n through the stack
-    assert widget.status.text() == f"{n} objects in 'nuclei everything' (2 slice(s))."
+    assert widget.status.text() == f"{n} objects in 'nuclei everything' (2 slices)."
     assert widget.run_button.isEnabled()
 
 
 def test_current_slice_only(qtbot, docked):
     viewer, image, widget = docked
     viewer.dims.set_point(0, 1)
-    widget.scope_combo.setCurrentText("current slice")
+    widget.scope_combo.setCurrentText(CURRENT)
     run_and_wait(qtbot, widget)
     labels = viewer.layers["nuclei everything"].data
     assert not labels[0].any() and labels[1].max() >= 1
     assert np.array_equal(labels, expected(widget, image, slices=[(1,)]))
-    assert widget.status.text().endswith("(1 slice(s)).")
+    assert widget.status.text().endswith("(1 slice).")
 
 
 def test_cancel_keeps_finished_slices(qtbot, docked):
     viewer, image, widget = docked
-    widget.scope_combo.setCurrentText("whole stack")
+    widget.scope_combo.setCurrentText(STACK)
 
     def cancel_on_segment_progress(done, total):
         if total == 2:  # one step per slice here; the model loading reports total 1
@@ -89,5 +90,6 @@ def test_cancel_keeps_finished_slices(qtbot, docked):
     assert labels[0].max() >= 1 and not labels[1].any()
     np.testing.assert_array_equal(labels[0], full[0])
     n = int(labels.max())
-    assert widget.status.text() == (f"{n} objects in 'nuclei everything' "
-                                    "(cancelled; kept 1 finished slice(s)).")
+    objects = "1 object" if n == 1 else f"{n} objects"
+    assert widget.status.text() == (f"{objects} in 'nuclei everything' "
+                                    "(cancelled; kept 1 finished slice).")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_hq_sam._widget._view import LOCAL_FILE
+from napari_hq_sam._widget._model_bar import LOCAL_FILE
 
 PLUGIN = "napari-hq-sam"
 WIDGET = "HQ-SAM segmentation"
@@ -12,11 +12,17 @@ TASK_TIMEOUT_MS = 120_000
 
 
 def dock_widget(viewer, checkpoint):
-    """Dock the segmentation widget (through npe2) set to a local checkpoint file."""
+    """Dock the segmentation widget (through npe2), its model bar set to a local file."""
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
-    widget.model_combo.setCurrentText(LOCAL_FILE)
-    widget.checkpoint_edit.setText(str(checkpoint))
+    choose_file(widget.model_bar, checkpoint)
     return widget
+
+
+def choose_file(bar, checkpoint, device: str = "cpu") -> None:
+    """Set a model bar to a local checkpoint file, as a user does."""
+    bar.model_combo.setCurrentText(LOCAL_FILE)
+    bar.checkpoint_edit.setText(str(checkpoint))
+    bar.device_combo.setCurrentText(device)
 
 
 def wait_idle(qtbot, widget, timeout: int = TASK_TIMEOUT_MS) -> None:

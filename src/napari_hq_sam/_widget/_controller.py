@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import time
 
-from napari.utils.notifications import show_error
 from qtpy.QtCore import QTimer
 
-from . import _layers, _tasks
+from ..session import viewer_session
+from . import _layers
 from ._context import current_index, gather_prompts, image_context
+from ._model_bar import ModelBar
 from ._runner import TaskRunner
-from ._view import LOCAL_FILE, NEW_LABELS, NO_CHANNEL, SegmentView
+from ._view import NEW_LABELS, NO_CHANNEL, SegmentView
 
 LIVE_DELAY_MS = 150
 SEGMENT_KEY, UNDO_KEY = "Shift-S", "Shift-U"
@@ -33,13 +34,13 @@ class SegmentController:
 
     def __init__(self, viewer, view: SegmentView):
         self.viewer, self.view = viewer, view
-        self.model = None
-        self.model_choice = None
-        self.session = None  # engine segmenter + embedding cache, bound to the model
+        self.session = viewer_session(viewer)  # the model, shared with the other widgets
         self.history: list = []  # undo records, newest last
         self.last_click_to_mask: float | None = None  # seconds, prompt change -> preview
         self.prompts_changed_at: float | None = None
-        self.runner = TaskRunner(self._on_busy, self.show_error)
+        self.runner = TaskRunner(view.task_panel, self._on_busy)
+        self.model_bar = ModelBar(viewer, self.runner)
+        view.set_model_bar(self.model_bar)
         self._live_timer = QTimer(view)  # dies with the view: never fires into a deleted widget
         self._live_timer.setSingleShot(True)
         self._live_timer.setInterval(LIVE_DELAY_MS)
@@ -59,9 +60,6 @@ class SegmentController:
     # -- wiring ----------------------------------------------------------------------------
     def _connect(self) -> None:
         v = self.view
-        v.load_button.clicked.connect(lambda: self.ensure_model(None, force=True))
-        v.browse_button.clicked.connect(self._browse)
-        v.model_combo.currentTextChanged.connect(self._model_changed)
         v.prompt_layers_button.clicked.connect(self.add_prompt_layers)
         v.live_check.toggled.connect(self._live_toggled)
         v.segment_button.clicked.connect(self.slices.segment_and_commit)
@@ -69,17 +67,17 @@ class SegmentController:
         v.refine_button.clicked.connect(self.slices.refine)
         v.stack_button.clicked.connect(self.stacks.segment_stack)
         v.propagate_button.clicked.connect(self.stacks.propagate)
-        v.cancel_button.clicked.connect(self.runner.cancel)
         v.image_combo.currentTextChanged.connect(self._image_changed)
         v.channel_axis_combo.currentTextChanged.connect(self._channel_axis_changed)
         self.viewer.layers.events.inserted.connect(self.refresh_layers)
         self.viewer.layers.events.removed.connect(self.refresh_layers)
         self.viewer.layers.events.moved.connect(self.refresh_layers)
         self.viewer.dims.events.current_step.connect(self._slice_changed)
-        from ..device import available_devices
 
-        v.device_combo.addItems(["auto", *available_devices()])
-        self._model_changed(v.model_combo.currentText())
+    @property
+    def model(self):
+        """The viewer's loaded HQSam (shared by every HQ-SAM widget), or None."""
+        return self.session.model
 
     def close(self, *_) -> None:
         """Unbind everything bound to the viewer (closeEvent, or the view's destruction)."""
@@ -87,6 +85,7 @@ class SegmentController:
             return
         self._closed = True
         self.runner.close()
+        self.model_bar.close()
         try:
             self._live_timer.stop()
         except RuntimeError:  # already deleted with the view
@@ -98,10 +97,8 @@ class SegmentController:
         for disconnect in self._prompt_disconnects:
             disconnect()
         self._prompt_disconnects.clear()
-        for layer in self.prompt_layers():
-            if layer is not None and layer in self.viewer.layers:
-                for key in (SEGMENT_KEY, UNDO_KEY):
-                    layer.bind_key(key, None, overwrite=True)
+        for layer in self.viewer.layers:
+            _layers.unbind_keys(layer, self._keys(toggle=True))
 
     # -- layer choices -----------------------------------------------------------------------
     def refresh_layers(self, event=None) -> None:
@@ -135,6 +132,31 @@ class SegmentController:
         spin.setEnabled(text != NO_CHANNEL)
         if text != NO_CHANNEL and layer is not None:
             spin.setMaximum(layer.data.shape[int(text)] - 1)
+        self._follow_image()
+
+    def _follow_image(self) -> None:
+        """Another image (or channel axis) is chosen: prompt layers and labels follow it.
+
+        Existing prompt layers are parked under their image's name and this image's
+        come back (or are made); a labels choice made for another image is replaced
+        by this image's labels layer or a new one; the preview is cleared.
+        """
+        if self._closed:
+            return
+        try:
+            ctx = self.context()
+        except ValueError:  # no image (yet): nothing to follow
+            return
+        self._bind_prompt_layers(ctx, create=False)
+        combo = self.view.labels_combo
+        chosen = self._layer(combo.currentText())
+        shape = tuple(ctx.layout.labels_shape)
+        if chosen is not None and (tuple(chosen.data.shape) != shape or
+                                   _layers.tied_image(chosen) not in (None, ctx.layer.name)):
+            own = _layers.tied_layer(self.viewer, _layers.LABELS, ctx.layer.name, "Labels")
+            fits = own is not None and tuple(own.data.shape) == shape
+            combo.setCurrentText(own.name if fits else NEW_LABELS)
+        _layers.clear_preview(self.viewer)
 
     def _layer(self, name: str):
         return self.viewer.layers[name] if name and name in self.viewer.layers else None
@@ -167,36 +189,76 @@ class SegmentController:
         """The chosen labels layer, or a new one with the image's labels shape."""
         layer = self._layer(self.view.labels_combo.currentText())
         if layer is None and create:
-            layer = _layers.add_labels_layer(self.viewer, ctx.layout.labels_shape,
-                                             scale=ctx.scale, translate=ctx.translate)
+            image = ctx.layer.name
+            name = _layers.RESULT_NAME
+            if name in self.viewer.layers:  # another image's labels
+                name = f"{name} [{image}]"
+            layer = _layers.add_labels_layer(self.viewer, ctx.layout.labels_shape, name,
+                                             ctx.scale, ctx.translate, image=image)
             self.view.labels_combo.setCurrentText(layer.name)
         if layer is not None and tuple(layer.data.shape) != tuple(ctx.layout.labels_shape):
             raise ValueError(f"Labels layer '{layer.name}' has shape {layer.data.shape}, but "
                              f"the image needs {ctx.layout.labels_shape}: choose another layer "
                              f"or '{NEW_LABELS}'.")
+        if layer is not None:
+            self.adopt(layer)
         return layer
 
     # -- prompt layers -----------------------------------------------------------------------
     def add_prompt_layers(self) -> None:
-        """Create the points and boxes layers for the chosen image (keeps existing ones)."""
+        """Bind the points and boxes layers to the chosen image and select the points.
+
+        Keeps this image's existing prompt layers, brings back the ones parked when
+        another image was chosen, or makes new ones; another image's are parked.
+        """
         try:
             ctx = self.context()
-            ndim = len(ctx.layout.labels_shape)
-            boxes = _layers.make_boxes_layer(self.viewer, ndim, ctx.scale, ctx.translate)
-            points = _layers.make_points_layer(self.viewer, ndim, ctx.scale, ctx.translate)
         except ValueError as exc:
             self.show_error(exc)
             return
-        for disconnect in self._prompt_disconnects:
-            disconnect()
-        self._prompt_disconnects = [_layers.connect_changes(layer, self.prompts_changed)
-                                    for layer in (points, boxes)]
-        for layer in (points, boxes):
-            layer.bind_key(SEGMENT_KEY, self._segment_key, overwrite=True)
-            layer.bind_key(UNDO_KEY, self._undo_key, overwrite=True)
-        self.viewer.layers.selection.active = points
+        points, _ = self._bind_prompt_layers(ctx, create=True)
+        self.viewer.layers.selection.active = points  # asked for: the user clicks next
+        points.mode = "add"
         self.set_status("Click positive points (T toggles negative) in 'HQ-SAM points', or "
                         "drag boxes in 'HQ-SAM boxes'; Shift+S segments the slice.")
+
+    def _bind_prompt_layers(self, ctx, create: bool):
+        """``(points, boxes)`` of ``ctx``'s image through :func:`_layers.follow_image`, bound.
+
+        Their changes drive live mode and the widget's keys work on them; parked
+        layers lose both. If a parked layer was the active one, its successor is.
+        """
+        active = self.viewer.layers.selection.active
+        points, boxes, parked = _layers.follow_image(
+            self.viewer, ctx.layer.name, len(ctx.layout.labels_shape), ctx.scale,
+            ctx.translate, create=create)
+        for layer in parked:
+            _layers.unbind_keys(layer, self._keys(toggle=True))
+        for disconnect in self._prompt_disconnects:
+            disconnect()
+        bound = [layer for layer in (points, boxes) if layer is not None]
+        self._prompt_disconnects = [_layers.connect_changes(layer, self.prompts_changed)
+                                    for layer in bound]
+        for layer in bound:
+            self.adopt(layer)
+        successor = {_layers.POINTS: points, _layers.BOXES: boxes}.get(parked.get(active))
+        if successor is not None:
+            self.viewer.layers.selection.active = successor
+        return points, boxes
+
+    def adopt(self, layer, toggle: bool = False) -> None:
+        """Make the widget's keys work while ``layer`` is selected (``T`` too if ``toggle``).
+
+        Called for every layer the widget writes to or reads prompts from; :meth:`close`
+        unbinds them again. The points layer has its own ``T``.
+        """
+        _layers.bind_keys(layer, self._keys(toggle))
+
+    def _keys(self, toggle: bool = False) -> dict:
+        keys = {SEGMENT_KEY: self._segment_key, UNDO_KEY: self._undo_key}
+        if toggle:
+            keys[_layers.TOGGLE_KEY] = self._toggle_key
+        return keys
 
     def _segment_key(self, layer=None) -> None:
         if not self._closed:
@@ -206,61 +268,18 @@ class SegmentController:
         if not self._closed:
             self.undo()
 
+    def _toggle_key(self, layer=None) -> None:
+        """``T`` outside the points layer: toggle the label of the next points all the same."""
+        points = self.prompt_layers()[0]
+        if not self._closed and points is not None:
+            _layers.toggle_point_label(points)
+            label = points.feature_defaults[_layers.LABEL_FEATURE].iloc[0]
+            self.set_status(f"Next points are {label} (T toggles).")
+
     # -- model --------------------------------------------------------------------------------
-    def _model_changed(self, text: str) -> None:
-        local = text == LOCAL_FILE
-        self.view.checkpoint_edit.setEnabled(local)
-        self.view.browse_button.setEnabled(local)
-
-    def _browse(self) -> None:
-        from qtpy.QtWidgets import QFileDialog
-
-        path, _ = QFileDialog.getOpenFileName(self.view, "HQ-SAM checkpoint", "",
-                                              "PyTorch checkpoints (*.pth *.pt);;All files (*)")
-        if path:
-            self.view.checkpoint_edit.setText(path)
-
-    def choice(self) -> _tasks.ModelChoice:
-        """The model the controls ask for."""
-        v = self.view
-        text = v.model_combo.currentText()
-        if text == LOCAL_FILE:
-            path = v.checkpoint_edit.text().strip()
-            if not path:
-                raise ValueError("Choose a checkpoint file (the '…' button) or an official model.")
-            return _tasks.ModelChoice(None, path, v.device_combo.currentText(),
-                                      v.precision_combo.currentText())
-        return _tasks.ModelChoice(text, None, v.device_combo.currentText(),
-                                  v.precision_combo.currentText())
-
     def ensure_model(self, then=None, force: bool = False) -> None:
-        """Load the chosen model in a worker (if not loaded yet), then call ``then()``."""
-        if self.runner.busy:
-            self.set_status("Still working on the last task: wait for it or press Cancel.")
-            return
-        try:
-            choice = self.choice()
-        except ValueError as exc:
-            self.show_error(exc)
-            return
-        if self.model is not None and choice == self.model_choice and not force:
-            if then is not None:
-                then()
-            return
-
-        def done(session):
-            self.model, self.model_choice, self.session = session.model, choice, session
-            device = next(session.model.parameters()).device
-            loaded = f"{session.model.model_type} on {device}, {session.model.precision}"
-            self.view.model_status.setText(f"loaded: {loaded}")
-            self.set_status(f"Model {loaded} ready ({choice.describe()}).")
-            if then is not None:
-                then()
-
-        self.model, self.session = None, None
-        self.view.model_status.setText("loading…")
-        self.runner.start(_tasks.load_model_task(choice),
-                          desc=f"Loading HQ-SAM {choice.describe()}", on_done=done)
+        """Load the model chosen in the model bar unless one is loaded, then call ``then()``."""
+        self.model_bar.load(then, force)
 
     # -- live mode, undo, status ----------------------------------------------------------------
     def prompts_changed(self) -> None:
@@ -309,25 +328,20 @@ class SegmentController:
     def _on_busy(self, desc: str | None) -> None:
         for button in self.view.action_buttons():
             button.setEnabled(desc is None)
-        self.view.cancel_button.setEnabled(desc is not None)
+        self.model_bar.set_enabled(desc is None)
         if desc is not None:
-            self.set_status(f"{desc}…")
             return
-        if self.model is None:
-            self.view.model_status.setText("no model loaded")
         if self._live_pending:
             self._live_pending = False
             self._live_timer.start()
 
     def set_status(self, text: str) -> None:
         """Show ``text`` under the controls."""
-        self.view.status.setText(text)
+        self.view.task_panel.set_status(text)
 
     def show_error(self, exc) -> None:
-        """Report an error clearly without raising: status line + napari notification."""
-        message = str(exc) or type(exc).__name__
-        self.set_status(f"Error: {message}")
-        show_error(f"HQ-SAM: {message}")
+        """One plain sentence in the status line and a napari notification (details kept)."""
+        self.view.task_panel.show_error(exc)
 
 
 def _refill(combo, names: list[str]) -> None:

@@ -1,11 +1,11 @@
-"""One slow task at a time in a napari ``thread_worker``, with progress bar and cancel.
+"""One slow task at a time in a napari ``thread_worker``, shown in the widget's TaskPanel.
 
 The task is a plain function ``fn(progress, should_stop) -> result`` that receives
 the two plain callables the engine expects (``progress(done, total)`` and
-``should_stop() -> bool``); no Qt object reaches the engine. Progress crosses to
-the GUI thread through a queued Qt signal and drives a napari
-``cancelable_progress`` bar (activity dock), whose Cancel button, like the
-widget's own, sets the stop flag.
+``should_stop() -> bool``); no Qt object reaches the engine. Progress crosses to the
+GUI thread through a queued Qt signal and drives the dock's own
+:class:`~._task_panel.TaskPanel` (bar, counts, time left), whose Cancel button sets
+the stop flag.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from collections.abc import Callable
 from typing import Any
 
 from napari.qt.threading import thread_worker
-from napari.utils import cancelable_progress
 from qtpy.QtCore import QObject, Signal
+
+from ._task_panel import TaskPanel
 
 
 class _Relay(QObject):
@@ -27,27 +28,26 @@ class _Relay(QObject):
 
 
 class TaskRunner:
-    """Run the widget's slow work off the GUI thread, one task at a time.
+    """Run a widget's slow work off the GUI thread, one task at a time.
 
     Parameters
     ----------
-    on_busy : callable
+    panel : TaskPanel
+        Where progress, Cancel and errors show.
+    on_busy : callable, optional
         ``on_busy(description or None)``: called with a description when a task
         starts and with None when it ends (to enable/disable buttons).
-    on_error : callable
-        ``on_error(exception)``, in the GUI thread, when a task raises.
     """
 
-    def __init__(self, on_busy: Callable[[str | None], None],
-                 on_error: Callable[[BaseException], None]):
-        self._on_busy = on_busy
-        self._on_error = on_error
+    def __init__(self, panel: TaskPanel, on_busy: Callable[[str | None], None] | None = None):
+        self.panel = panel
+        self._on_busy = on_busy or (lambda desc: None)
         self._stop = threading.Event()
         self._relay = _Relay()
-        self._relay.progressed.connect(self._show_progress)
-        #: Qt signal ``(done, total)``, emitted in the GUI thread as a task reports progress.
+        self._relay.progressed.connect(panel.progress)
+        #: Qt signal ``(done, total)``, emitted as the running task reports progress.
         self.progressed = self._relay.progressed
-        self._pbar = None
+        panel.cancel_button.clicked.connect(self._cancel_clicked)
         self.worker = None
         self.last_duration: float | None = None
         self._closed = False
@@ -58,19 +58,19 @@ class TaskRunner:
         return self.worker is not None
 
     def start(self, fn: Callable[[Callable[[int, int], None], Callable[[], bool]], Any], *,
-              desc: str, on_done: Callable[[Any], None],
+              desc: str, on_done: Callable[[Any], None], unit: str = "",
               on_cancelled: Callable[[Any], None] | None = None) -> bool:
         """Start ``fn`` in a worker thread; False (and nothing started) if one is running.
 
         ``on_done(result)`` runs in the GUI thread when ``fn`` returns. If the user
         cancelled meanwhile, ``on_cancelled(result)`` runs instead when given (a
-        stack run returns what it finished), else ``on_done``.
+        stack run returns what it finished), else ``on_done``. ``unit`` names what
+        ``progress`` counts (``slices``, ``steps``) in the panel.
         """
         if self.busy:
             return False
         self._stop = threading.Event()
         stop, relay = self._stop, self._relay
-        self._pbar = cancelable_progress(total=0, desc=desc, cancel_callback=stop.set)
 
         def work():
             return fn(lambda done, total: relay.progressed.emit(int(done), int(total)),
@@ -91,9 +91,10 @@ class TaskRunner:
                 done(outcome[0])
 
         worker.returned.connect(_returned)
-        worker.errored.connect(lambda exc: None if self._closed else self._on_error(exc))
+        worker.errored.connect(lambda exc: None if self._closed else self.panel.show_error(exc))
         worker.finished.connect(_finished)
         self.worker = worker
+        self.panel.start(desc, unit)
         self._on_busy(desc)
         worker.start()
         return True
@@ -104,21 +105,16 @@ class TaskRunner:
         self._stop.set()
 
     def cancel(self) -> None:
-        """Ask the running task to stop at its next check."""
+        """Ask the running task to stop at its next check (safe from any thread)."""
         self._stop.set()
 
-    def _show_progress(self, done: int, total: int) -> None:
-        if self._pbar is None:
-            return
-        if total and self._pbar.total != total:
-            self._pbar.total = total
-        self._pbar.n = done
-        self._pbar.refresh()
+    def _cancel_clicked(self) -> None:
+        self.cancel()
+        if self.busy:
+            self.panel.set_status("Cancelling…")
 
     def _finished(self) -> None:
-        if self._pbar is not None:
-            self._pbar.close()
-            self._pbar = None
         self.worker = None
         if not self._closed:
+            self.panel.set_idle()
             self._on_busy(None)

@@ -10,6 +10,7 @@ import numpy as np
 from ..engine.labels import next_label_id, paste_mask, paste_masks, undo_changes
 from ..engine.prompts import mask_prompt
 from . import _layers, _tasks
+from ._text import count, object_ids, on_slice, scores, slice_name
 
 
 @dataclass(eq=False)
@@ -24,6 +25,7 @@ class UndoRecord:
     prompts : dict or None
         Snapshot of the prompt layers before the write (restored on undo).
     description : str
+        What was written, in words (``"objects 1–2 on slice 12"``): "Undid: …".
     """
 
     layer: object
@@ -36,7 +38,7 @@ class UndoRecord:
         undo_changes(self.layer.data, self.changes)
         self.layer.refresh()
         if self.prompts is not None:
-            _layers.restore_prompts(*controller.prompt_layers(), self.prompts)
+            _layers.restore_prompts(controller.viewer, self.prompts)
 
 
 class SliceActions:
@@ -61,7 +63,7 @@ class SliceActions:
         index = c.index(ctx)
         prompts = c.prompts(index)
         if need_prompts and not prompts:
-            where = f" on slice {index}" if index else ""
+            where = on_slice(index)
             hint = ("click 'Add prompt layers', then " if c.prompt_layers() == (None, None)
                     else "")
             raise ValueError(f"No prompts{where}: {hint}click points in 'HQ-SAM points' or "
@@ -69,7 +71,7 @@ class SliceActions:
         for prompt in prompts:
             prompt.check_bounds(*ctx.layout.spatial_shape)
         request = _tasks.SliceRequest(ctx.data, ctx.layout, ctx.contrast_limits, index,
-                                      prompts, c.view.hq_check.isChecked())
+                                      prompts)
         return ctx, request
 
     def _run(self, request, desc: str, on_done) -> None:
@@ -97,14 +99,15 @@ class SliceActions:
 
         def done(out):
             result, cached = out
-            _layers.show_preview(c.viewer, list(result.masks), request.index, ctx.scale,
-                                 ctx.translate)
+            preview = _layers.show_preview(c.viewer, list(result.masks), request.index,
+                                           ctx.scale, ctx.translate)
+            c.adopt(preview, toggle=True)
             if changed_at is not None and cached:
                 c.last_click_to_mask = time.perf_counter() - changed_at
-            c.set_status(_summary("Preview", result, request.index, cached,
-                                  c.runner.last_duration))
+            head = f"Preview{on_slice(request.index, 'of')}: {count(len(result.masks), 'object')}"
+            c.set_status(_summary(head, result, cached, c.runner.last_duration))
 
-        self._run(request, f"Previewing slice {request.index or ''}".strip(), done)
+        self._run(request, _doing("Previewing", request.index), done)
 
     # -- commit ----------------------------------------------------------------------------
     def segment_and_commit(self) -> None:
@@ -115,7 +118,7 @@ class SliceActions:
         except ValueError as exc:
             c.show_error(exc)
             return
-        self._run(request, f"Segmenting slice {request.index or ''}".strip(),
+        self._run(request, _doing("Segmenting", request.index),
                   lambda out: self.commit(ctx, request, out[0], out[1]))
 
     def commit(self, ctx, request, result, cached: bool = False) -> None:
@@ -134,10 +137,12 @@ class SliceActions:
         snapshot = _layers.remove_prompts_on(*c.prompt_layers(), request.index)
         _layers.clear_preview(c.viewer)
         written = sorted({int(v) for ch in changes for v in np.unique(ch.after) if v in ids})
-        c.push_undo(UndoRecord(labels, changes, snapshot,
-                               f"{len(written)} object(s) on slice {request.index}"))
-        c.set_status(_summary(f"Added ids {_ids(written)} to '{labels.name}':", result,
-                              request.index, cached, c.runner.last_duration))
+        where = on_slice(request.index)
+        c.push_undo(UndoRecord(labels, changes, snapshot, f"{object_ids(written)}{where}"))
+        head = f"Added {object_ids(written)} to '{labels.name}'{where}"
+        if not written:
+            head += ": the masks lie on other objects"
+        c.set_status(_summary(head, result, cached, c.runner.last_duration))
 
     # -- refine ----------------------------------------------------------------------------
     def refine(self) -> None:
@@ -151,24 +156,24 @@ class SliceActions:
             object_id = c.view.refine_spin.value() or int(labels.selected_label)
             current = np.asarray(labels.data[request.index]) == object_id
             if not current.any():
-                raise ValueError(f"Object {object_id} is not on slice {request.index} of "
-                                 f"'{labels.name}': choose an id present on this slice.")
+                raise ValueError(f"Object {object_id} is not in '{labels.name}'"
+                                 f"{on_slice(request.index)}: choose an id present there.")
             prompt = mask_prompt(current, request.index, object_id, request.prompts)
         except ValueError as exc:
             c.show_error(exc)
             return
         request = _tasks.SliceRequest(request.data, request.layout, request.contrast_limits,
-                                      request.index, [prompt], request.hq_token_only)
+                                      request.index, [prompt])
 
         def done(out):
             result, cached = out
             change = paste_mask(labels.data, request.index, result.masks[0], object_id,
                                 overwrite=c.view.overwrite_check.isChecked(), replace=True)
             labels.refresh()
+            what = f"object {object_id}{on_slice(request.index)}"
             c.push_undo(UndoRecord(labels, [] if change is None else [change], None,
-                                   f"refinement of object {object_id}"))
-            c.set_status(_summary(f"Refined object {object_id}:", result, request.index,
-                                  cached, c.runner.last_duration))
+                                   f"the refinement of {what}"))
+            c.set_status(_summary(f"Refined {what}", result, cached, c.runner.last_duration))
 
         self._run(request, f"Refining object {object_id}", done)
 
@@ -191,15 +196,13 @@ def check_view(viewer, ctx) -> None:
                          "order (right-click the roll-axes button) to segment slices.")
 
 
-def _ids(ids: list[int]) -> str:
-    if not ids:
-        return "none (all pixels belonged to other objects)"
-    return ", ".join(map(str, ids)) if len(ids) < 6 else f"{ids[0]}…{ids[-1]}"
+def _doing(verb: str, index: tuple[int, ...]) -> str:
+    """``'Segmenting slice 12'``, or ``'Segmenting the image'`` for a 2D image."""
+    return f"{verb} {slice_name(index) or 'the image'}"
 
 
-def _summary(head: str, result, index, cached: bool, seconds: float | None) -> str:
-    scores = ", ".join(f"{s:.2f}" for s in result.scores[:5])
-    where = f" slice {index}" if index else ""
+def _summary(head: str, result, cached: bool, seconds: float | None) -> str:
+    """``head`` and how it went: ``'<head> (scores 0.91, 0.85; cached embedding, 0.12 s).'``"""
     how = "cached embedding" if cached else "new embedding"
-    took = f" in {seconds:.2f} s" if seconds is not None else ""
-    return f"{head} {len(result.masks)} object(s){where}, scores {scores} ({how}{took})."
+    took = f", {seconds:.2f} s" if seconds is not None else ""
+    return f"{head} ({scores(result.scores)}; {how}{took})."

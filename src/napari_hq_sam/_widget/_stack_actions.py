@@ -13,6 +13,7 @@ from ..engine.labels import LabelChange, next_label_id
 from ..engine.prompts import with_ids
 from . import _layers, _tasks
 from ._slice_actions import UndoRecord, check_view
+from ._text import count, on_slice
 
 
 class StackActions:
@@ -26,7 +27,7 @@ class StackActions:
         return _tasks.StackRequest(
             ctx.data, ctx.layout, ctx.contrast_limits, prompts, np.array(labels.data),
             overwrite=v.overwrite_check.isChecked(), propagate=propagate,
-            score_threshold=float(v.threshold_spin.value()), hq_token_only=v.hq_check.isChecked())
+            score_threshold=float(v.threshold_spin.value()))
 
     def segment_stack(self) -> None:
         """Segment every slice that has prompts, in a worker with progress and cancel."""
@@ -43,7 +44,7 @@ class StackActions:
         prompts = with_ids(prompts, next_label_id(labels.data))
         request = self._request(prompts, ctx, labels, propagate=False)
         n = len({p.slice_index for p in prompts})
-        self._start(_tasks.stack_task, request, labels, f"Segmenting {n} prompted slice(s)",
+        self._start(_tasks.stack_task, request, labels, f"Segmenting {count(n, 'prompted slice')}",
                     consume=None)
 
     def propagate(self) -> None:
@@ -71,17 +72,17 @@ class StackActions:
             prompts = with_ids(prompts, next_label_id(labels.data))
             request = self._request(prompts, ctx, labels, propagate=True)
             self._start(_tasks.stack_task, request, labels,
-                        f"Propagating {len(prompts)} object(s) from slice {index}",
+                        f"Propagating {count(len(prompts), 'object')}{on_slice(index, 'from')}",
                         consume=index)
             return
         object_id = c.view.refine_spin.value() or int(labels.selected_label)
         if not (np.asarray(labels.data[index]) == object_id).any():
-            c.show_error(ValueError(f"Object {object_id} is not on slice {index} of "
-                                    f"'{labels.name}': prompt it or choose a present id."))
+            c.show_error(ValueError(f"Object {object_id} is not in '{labels.name}'"
+                                    f"{on_slice(index)}: prompt it or choose a present id."))
             return
         request = self._request([], ctx, labels, propagate=True)
         self._start(lambda s, r: _tasks.propagate_existing_task(s, r, index, object_id),
-                    request, labels, f"Propagating object {object_id} from slice {index}",
+                    request, labels, f"Propagating object {object_id}{on_slice(index, 'from')}",
                     consume=None)
 
     def _start(self, make_task, request, labels, desc: str, consume) -> None:
@@ -116,6 +117,6 @@ class StackActions:
         if changes:
             c.push_undo(UndoRecord(labels, changes, snapshot, desc.lower()))
         state = "Cancelled, kept" if result.cancelled else "Done:"
-        c.set_status(f"{state} {len(changes)} slice(s) written to '{labels.name}' "
-                     f"({result.computed} new embedding(s), {result.reused} cached, "
+        c.set_status(f"{state} {count(len(changes), 'slice')} written to '{labels.name}' "
+                     f"({count(result.computed, 'new embedding')}, {result.reused} cached, "
                      f"{result.seconds:.1f} s).")

@@ -10,21 +10,16 @@ from qtpy.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QLabel,
-    QLineEdit,
     QPushButton,
     QSpinBox,
-    QVBoxLayout,
     QWidget,
 )
 
-from ..model_types import MODEL_TYPES as MODEL_CHOICES
+from ._dock import scrolling_layout
+from ._task_panel import TaskPanel
 
-LOCAL_FILE = "local checkpoint file…"
 NEW_LABELS = "(new labels layer)"
 NO_CHANNEL = "none"
-HQ_TOOLTIP = ("Use the HQ token's mask alone (hq_token_only=True).\n"
-              "The HQ-SAM authors advise True for single objects and False (SAM + HQ "
-              "logits summed) for scenes with many objects.")
 
 
 def _row(*widgets) -> QWidget:
@@ -37,24 +32,31 @@ def _row(*widgets) -> QWidget:
 
 
 class SegmentView(QWidget):
-    """Dock-widget controls, grouped as image, model, prompts, output and stack."""
+    """Dock-widget controls: model bar, image, prompts, output, stack, then the task panel.
+
+    The model bar needs the controller's runner, so :meth:`set_model_bar` puts it in
+    place once the controller exists.
+    """
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
-        layout = QVBoxLayout(self)
-        layout.addWidget(self._image_box())
-        layout.addWidget(self._model_box())
-        layout.addWidget(self._prompt_box())
-        layout.addWidget(self._output_box())
-        layout.addWidget(self._stack_box())
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.cancel_button.setToolTip("Stop the running task (finished slices are kept).")
-        layout.addWidget(self.cancel_button)
-        self.status = QLabel("Choose an image layer and load a model.")
-        self.status.setWordWrap(True)
-        layout.addWidget(self.status)
-        layout.addStretch(1)
+        self._layout = scrolling_layout(self)
+        self._layout.addWidget(self._image_box())
+        self._layout.addWidget(self._prompt_box())
+        self._layout.addWidget(self._output_box())
+        self._layout.addWidget(self._stack_box())
+        self.task_panel = TaskPanel()
+        self.task_panel.set_status("Choose an image layer and load a model.")
+        self.cancel_button = self.task_panel.cancel_button
+        self.status = self.task_panel.status
+        self._layout.addWidget(self.task_panel)
+        self._layout.addStretch(1)
+        self.model_bar = None
+
+    def set_model_bar(self, bar: QWidget) -> None:
+        """Put the shared model bar at the top."""
+        self.model_bar = bar
+        self._layout.insertWidget(0, bar)
 
     def _image_box(self) -> QGroupBox:
         box = QGroupBox("Image")
@@ -73,35 +75,6 @@ class SegmentView(QWidget):
         form.addRow("layer", self.image_combo)
         form.addRow("channel axis", _row(self.channel_axis_combo, QLabel("channel"),
                                          self.channel_spin))
-        return box
-
-    def _model_box(self) -> QGroupBox:
-        box = QGroupBox("Model")
-        form = QFormLayout(box)
-        self.model_combo = QComboBox()
-        self.model_combo.addItems([*MODEL_CHOICES, LOCAL_FILE])
-        self.model_combo.setToolTip("Official HQ-SAM weights (downloaded once and cached) or a "
-                                    "local .pth file; vit_tiny is fastest on a CPU.")
-        self.checkpoint_edit = QLineEdit()
-        self.checkpoint_edit.setPlaceholderText("path to sam_hq_vit_*.pth")
-        self.browse_button = QPushButton("…")
-        self.browse_button.setMaximumWidth(30)
-        self.device_combo = QComboBox()
-        self.precision_combo = QComboBox()
-        self.precision_combo.addItems(["fp32", "auto", "bf16", "fp16"])
-        self.precision_combo.setToolTip(
-            "Encoder precision: fp32 exact; bf16/fp16 faster on GPUs and on CPUs with "
-            "AVX512-BF16/AMX; auto picks the fastest here (masks agree with fp32 at IoU ~0.99).")
-        self.hq_check = QCheckBox("HQ token only")
-        self.hq_check.setToolTip(HQ_TOOLTIP)
-        self.load_button = QPushButton("Load model")
-        self.model_status = QLabel("no model loaded")
-        form.addRow("model", self.model_combo)
-        form.addRow("file", _row(self.checkpoint_edit, self.browse_button))
-        form.addRow("device", _row(self.device_combo, QLabel("precision"),
-                                   self.precision_combo))
-        form.addRow(self.hq_check)
-        form.addRow(_row(self.load_button, self.model_status))
         return box
 
     def _prompt_box(self) -> QGroupBox:
@@ -163,5 +136,5 @@ class SegmentView(QWidget):
 
     def action_buttons(self) -> list[QPushButton]:
         """Buttons disabled while a task runs."""
-        return [self.load_button, self.segment_button, self.undo_button, self.refine_button,
+        return [self.segment_button, self.undo_button, self.refine_button,
                 self.stack_button, self.propagate_button]
