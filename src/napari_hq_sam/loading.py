@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from .device import pick_device
@@ -10,7 +11,7 @@ from .weights import download_checkpoint
 
 
 def load_model(model_type: str, checkpoint: str | Path | None = None,
-               device: str | None = None, progress: bool = True,
+               device: str | None = None, progress: bool | Callable[[int, int], None] = True,
                precision: str = "fp32") -> HQSam:
     """Load HQ-SAM with official weights.
 
@@ -23,8 +24,8 @@ def load_model(model_type: str, checkpoint: str | Path | None = None,
         cache, downloading it on first use (:func:`~napari_hq_sam.weights.download_checkpoint`).
     device : str, optional
         ``cuda``, ``mps``, ``cpu``; None or ``auto`` picks CUDA, then MPS, then CPU.
-    progress : bool
-        Show a download progress bar.
+    progress : bool or callable
+        Show a download progress bar (True), or report ``progress(bytes done, total)``.
     precision : str
         Encoder precision: ``fp32`` (exact), ``bf16``, ``fp16`` or ``auto`` (the
         fastest reduced precision on the device, see

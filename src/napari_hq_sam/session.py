@@ -120,12 +120,16 @@ class ViewerSession:
                              precision or "fp32")
         return self.load_choice(choice)
 
-    def load_choice(self, choice: ModelChoice):
-        """Load ``choice`` (blocking) unless it is already the loaded model; return the model."""
+    def load_choice(self, choice: ModelChoice,
+                    progress: Callable[[int, int], None] | None = None):
+        """Load ``choice`` (blocking) unless it is already the loaded model; return the model.
+
+        ``progress(MB done, MB total)`` follows a download of official weights.
+        """
         with self.lock:
             if self.model is not None and choice == self.choice:
                 return self.model
-        model, choice = _load(choice)
+        model, choice = _load(choice, progress)
         self.set_model(model, choice)
         return model
 
@@ -226,7 +230,7 @@ class ViewerSession:
             callback(self)
 
 
-def _load(choice: ModelChoice):
+def _load(choice: ModelChoice, progress: Callable[[int, int], None] | None = None):
     """Load the model of ``choice``; returns ``(model, choice with its model type)``."""
     from .loading import load_model
     from .weights import checkpoint_model_type
@@ -237,7 +241,9 @@ def _load(choice: ModelChoice):
     elif model_type is None:
         raise HQSamError("Choose a model type, or a local checkpoint file to read it from.")
     device = None if choice.device == "auto" else choice.device
-    model = load_model(model_type, choice.checkpoint, device=device, progress=False,
+    in_mb = False if progress is None else (lambda done, total: progress(done >> 20,
+                                                                          total >> 20))
+    model = load_model(model_type, choice.checkpoint, device=device, progress=in_mb,
                        precision=choice.precision)
     if choice.adapter is not None:
         from .adapters import load_adapter

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
@@ -133,7 +134,25 @@ def cached_checkpoint(model_type: str) -> Path | None:
     return path
 
 
-def download_checkpoint(model_type: str, progress: bool = True) -> Path:
+class _CallbackBar:
+    """The tqdm-like object pooch updates, forwarding ``(bytes done, bytes total)``."""
+
+    def __init__(self, report: Callable[[int, int], None]):
+        self.report, self.total, self.n = report, 0, 0
+
+    def update(self, count: int) -> None:
+        self.n += int(count)
+        self.report(min(self.n, self.total or self.n), self.total or self.n)
+
+    def reset(self) -> None:
+        self.n = 0
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def download_checkpoint(model_type: str,
+                        progress: bool | Callable[[int, int], None] = True) -> Path:
     """Return the path of the official checkpoint, downloading it on first use.
 
     The file goes to :func:`cache_dir`. Its size and sha256 are checked against
@@ -145,8 +164,9 @@ def download_checkpoint(model_type: str, progress: bool = True) -> Path:
     ----------
     model_type : str
         ``vit_tiny``, ``vit_b``, ``vit_l`` or ``vit_h``.
-    progress : bool
-        Show a progress bar on stderr.
+    progress : bool or callable
+        True shows a progress bar on stderr; a callable is called as
+        ``progress(bytes done, bytes total)`` as the file arrives (the widget's bar).
 
     Raises
     ------
@@ -171,10 +191,11 @@ def download_checkpoint(model_type: str, progress: bool = True) -> Path:
     except requests.RequestException as exc:
         raise DownloadError(_network_hint(model_type, url, exc), model_type) from exc
     _check_known(entry, sha256, size, url)
+    bar = _CallbackBar(progress) if callable(progress) else bool(progress)
     try:
         pooch.retrieve(url, known_hash=f"sha256:{sha256}" if sha256 else None,
                        fname=entry.filename, path=folder,
-                       downloader=pooch.HTTPDownloader(progressbar=progress, timeout=60))
+                       downloader=pooch.HTTPDownloader(progressbar=bar, timeout=60))
     except requests.RequestException as exc:
         raise DownloadError(_network_hint(model_type, url, exc), model_type) from exc
     except ValueError as exc:  # pooch: hash mismatch; it has already deleted the file

@@ -3,26 +3,46 @@ all of the plugin's widgets never makes napari's window taller than the screen."
 
 from __future__ import annotations
 
-from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QFrame, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
+from qtpy.QtCore import QSize, Qt
+from qtpy.QtWidgets import QFrame, QScrollArea, QVBoxLayout, QWidget
+
+# The height a dock asks for at most; more content scrolls.
+PREFERRED_HEIGHT = 420
+MIN_HEIGHT = 120
+
+
+class _VerticalScrollArea(QScrollArea):
+    """Scrolls vertically only: as wide as its content needs, as tall as the dock allows."""
+
+    def _extra_width(self) -> int:
+        return self.verticalScrollBar().sizeHint().width() + 2 * self.frameWidth()
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 (Qt's name)
+        content = self.widget()
+        width = content.minimumSizeHint().width() if content is not None else 0
+        return QSize(width + self._extra_width(), MIN_HEIGHT)
+
+    def sizeHint(self) -> QSize:  # noqa: N802 (Qt's name)
+        content = self.widget()
+        hint = content.sizeHint() if content is not None else QSize(0, 0)
+        return QSize(hint.width() + self._extra_width(), min(hint.height(), PREFERRED_HEIGHT))
 
 
 def scrolling_layout(dock: QWidget) -> QVBoxLayout:
     """Give ``dock`` a vertical scroll area and return the layout inside it.
 
-    The dock asks for little height (the scroll area's minimum), and its content keeps
-    the dock's width: long texts wrap instead of widening the dock.
+    The dock asks for at most :data:`PREFERRED_HEIGHT` pixels (more scrolls) and for
+    the width its controls need, so nothing is cut off at the right edge; long texts
+    wrap.
     """
     outer = QVBoxLayout(dock)
     outer.setContentsMargins(0, 0, 0, 0)
-    area = QScrollArea(dock)
+    area = _VerticalScrollArea(dock)
     area.setWidgetResizable(True)
     area.setFrameShape(QFrame.NoFrame)
     area.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
     content = QWidget()
-    content.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Minimum)
     area.setWidget(content)
     outer.addWidget(area)
-    dock.setMinimumHeight(120)
     dock.scroll_area = area
     return QVBoxLayout(content)

@@ -224,7 +224,7 @@ class ModelBar(QGroupBox):
 
         def task(progress, should_stop):
             session.use_embedding_folder(folder)
-            return session.load_choice(choice)
+            return session.load_choice(choice, progress)  # MB of a first download
 
         def done(_model):
             self.runner.panel.set_status(f"Model ready: {session.describe()}.")
@@ -235,7 +235,7 @@ class ModelBar(QGroupBox):
             self.runner.panel.set_status(f"Cancelled. Model ready: {session.describe()}.")
 
         self.runner.start(task, desc=f"Loading HQ-SAM {choice.describe()}", on_done=done,
-                          on_cancelled=cancelled)
+                          on_cancelled=cancelled, unit="MB downloaded")
 
     def close(self) -> None:
         """Stop following the session (the widget is going away)."""

@@ -93,7 +93,7 @@ class StackActions:
 
         def start():
             c.runner.start(make_task(c.session, request), desc=desc, on_done=finish,
-                           on_cancelled=finish)
+                           on_cancelled=finish, unit="slices")
 
         c.ensure_model(start)
 
