@@ -11,7 +11,7 @@ def register(subparsers) -> None:
         "evaluate", help="score HQ-SAM (optionally with an adapter) against ground-truth labels",
         description="For every ground-truth object of every slice: its tight box as prompt, "
         "single-mask output, the HQ mask thresholded at 0, scored by mask IoU and boundary "
-        "IoU (d = 2%% of the image diagonal). Prints a table, or JSON with --json.")
+        "IoU (d = 2% of the image diagonal). Prints a table, or JSON with --json.")
     add_data_options(p, multiple=False)
     add_model_options(p, base=True)
     add_adapter_option(p, "adapter file from `hqsam train`")
