@@ -33,7 +33,7 @@ def written(labels) -> list[tuple[int]]:
 
 def done_status(n: int, layer: str = "HQ-SAM labels") -> str:
     """How the status line starts after a finished run that changed ``n`` slices."""
-    return f"Done: {n} slice(s) written to '{layer}'"
+    return f"Done: {n} {'slice' if n == 1 else 'slices'} written to '{layer}'"
 
 
 def test_stack_run_segments_every_prompted_slice(make_napari_viewer, qtbot, tiny_checkpoint,
@@ -94,7 +94,8 @@ def test_cancel_keeps_finished_slices(make_napari_viewer, qtbot, tiny_checkpoint
     assert kept[0] == (0,) and (6,) not in kept  # slice 0 finished, the run stopped early
     for z in kept:
         np.testing.assert_array_equal(labels[z], ref.labels[z])
-    assert widget.status.text().startswith(f"Cancelled, kept {len(kept)} slice(s) written")
+    slices = "1 slice" if len(kept) == 1 else f"{len(kept)} slices"
+    assert widget.status.text().startswith(f"Cancelled, kept {slices} written")
     assert len(points.data) == 3  # a stack run keeps the prompts for a rerun
 
 

@@ -16,6 +16,7 @@ from . import _layers
 from ._context import current_index, gather_prompts, image_context
 from ._model_bar import ModelBar
 from ._runner import TaskRunner
+from ._text import shape_words
 from ._view import NEW_LABELS, NO_CHANNEL, SegmentView
 
 LIVE_DELAY_MS = 150
@@ -197,8 +198,9 @@ class SegmentController:
                                              ctx.scale, ctx.translate, image=image)
             self.view.labels_combo.setCurrentText(layer.name)
         if layer is not None and tuple(layer.data.shape) != tuple(ctx.layout.labels_shape):
-            raise ValueError(f"Labels layer '{layer.name}' has shape {layer.data.shape}, but "
-                             f"the image needs {ctx.layout.labels_shape}: choose another layer "
+            raise ValueError(f"Labels layer '{layer.name}' is {shape_words(layer.data.shape)} "
+                             f"pixels, but the image needs "
+                             f"{shape_words(ctx.layout.labels_shape)}: choose another layer "
                              f"or '{NEW_LABELS}'.")
         if layer is not None:
             self.adopt(layer)
