@@ -22,6 +22,7 @@ from .errors import HQSamError
 SUBCOMMAND_MODULES = (
     "download",
     "info",
+    "embed",
     "segment",
     "auto",
     "train",

@@ -182,6 +182,8 @@ SHARED = {
 EXPECTED = {
     "download": {"--quiet"},
     "info": set(),
+    "embed": {"--model", "--device", "--precision", "--cache", "--scheduler", "--quiet",
+              "--axes"},
     "segment": {"--model", "--device", "--precision", "--cache", "--scheduler", "--quiet",
                 "--axes"},
     "auto": {"--model", "--device", "--precision", "--cache", "--scheduler", "--quiet",

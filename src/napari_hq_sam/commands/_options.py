@@ -57,10 +57,16 @@ def add_adapter_option(p: argparse.ArgumentParser,
     p.add_argument("--adapter", metavar="FILE", help=text)
 
 
-def add_cache_option(p: argparse.ArgumentParser) -> None:
-    """``--cache DIR``: the on-disk embedding cache."""
-    p.add_argument("--cache", metavar="DIR",
+def add_cache_option(p: argparse.ArgumentParser, required: bool = False) -> None:
+    """``--cache DIR``: the on-disk embedding cache (``required`` where it is the output)."""
+    p.add_argument("--cache", metavar="DIR", required=required,
                    help="zarr folder caching embeddings: reruns reuse them, killed runs resume")
+
+
+def add_batch_size_option(p: argparse.ArgumentParser) -> None:
+    """``--batch-size N``: slices through the encoder at once; None lets the engine decide."""
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="slices encoded at once (default: from free GPU memory; 1 on CPUs)")
 
 
 def add_dask_options(p: argparse.ArgumentParser,
@@ -94,6 +100,12 @@ def add_layout_options(p: argparse.ArgumentParser) -> None:
                    help="the last axis is RGB (default: guessed from its length 3 or 4)")
     p.add_argument("--contrast-limits", type=float, nargs=2, metavar=("LOW", "HIGH"),
                    help="values mapped to black and white (default: the image's min and max)")
+
+
+def add_contrast_option(p: argparse.ArgumentParser) -> None:
+    """``--contrast``: how the default contrast limits come from the whole image."""
+    p.add_argument("--contrast", choices=("minmax", "percentile"), default="minmax",
+                   help="default contrast limits: min/max or 0.5/99.5 percentiles")
 
 
 def add_quiet_option(p: argparse.ArgumentParser) -> None:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from ..automatic import AutoMaskConfig
 from ..errors import HQSamError, InputError
+from ..weights import cached_checkpoint
 from .cache import EmbeddingCache, model_signature
 from .everything import EverythingJob, empty_run, finish_everything
 from .image import ImageLayout
@@ -88,7 +89,9 @@ def load_spec_model(spec: ModelSpec):
                 load_adapter(model, spec.adapter, base_checkpoint=spec.checkpoint)
             cache = None
             if spec.cache_dir is not None:
-                signature = model_signature(model, spec.checkpoint, spec.adapter)
+                # the official file (None) is signed by its sha256, as the widgets sign it
+                checkpoint = spec.checkpoint or cached_checkpoint(spec.model_type)
+                signature = model_signature(model, checkpoint, spec.adapter)
                 cache = EmbeddingCache(signature, directory=spec.cache_dir)
             _MODELS[spec] = (model, cache)
         return _MODELS[spec]
