@@ -87,10 +87,10 @@ def bind_keys(layer, bindings: Mapping[str, Callable]) -> None:
 
 def unbind_keys(layer, bindings: Mapping[str, Callable]) -> None:
     """Unbind the keys of ``bindings`` from ``layer`` where they still call those functions."""
-    from app_model.types import KeyBinding
+    from napari.utils.key_bindings import coerce_keybinding
 
     for key, func in bindings.items():
-        if layer.keymap.get(KeyBinding.from_str(key)) == func:
+        if layer.keymap.get(coerce_keybinding(key)) == func:
             layer.bind_key(key, None, overwrite=True)
 
 
