@@ -75,3 +75,19 @@ def test_layouts():
         describe_layout((2, 3, 40, 50), channel_axis=1)
     with pytest.raises(ValueError, match="does not exist"):
         ch.check_index((4,))
+
+
+def test_default_limits_are_the_ones_napari_gives_a_new_layer():
+    """Embeddings computed headless must be cache hits in the viewer: same uint8 input."""
+    napari_utils = pytest.importorskip("napari.layers.utils.layer_utils")
+    rng = np.random.default_rng(0)
+    big = rng.integers(0, 4000, (48, 512, 512), dtype=np.uint16)  # > 1e7 values: sampled
+    big[0, 0, 0], big[20, 5, 5] = 9999, 65000  # only the first plane's outlier is seen
+    flat = np.full((50, 500, 500), 7, np.uint16)
+    for image in (big, flat, rng.normal(size=(31, 61, 57)).astype(np.float32),
+                  rng.integers(0, 255, (40, 600, 600, 3), dtype=np.uint16)):
+        rgb = image.ndim == 4
+        expected = napari_utils.calc_data_range(image, rgb=rgb)
+        assert default_contrast_limits(image, rgb=rgb) == pytest.approx(expected)
+    assert default_contrast_limits(big) == (0.0, 9999.0)  # not a full read
+    assert default_contrast_limits(flat) == (0.0, 7.0)

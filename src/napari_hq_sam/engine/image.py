@@ -172,17 +172,30 @@ def check_finite(values, where: str = "image") -> None:
                          "numpy.nan_to_num) or crop them away before segmenting.")
 
 
-def default_contrast_limits(image, method: str = "minmax") -> tuple[float, float]:
+# napari reads the whole array only up to this many values; above, a sample (see below)
+NAPARI_FULL_READ = 1e7
+
+
+def default_contrast_limits(image, method: str = "minmax", *,
+                            rgb: bool = False) -> tuple[float, float]:
     """Contrast limits from the data, the same for every slice of ``image``.
 
     Parameters
     ----------
     image : array-like
-        The whole image (numpy, dask or zarr); its RGB/channel axes are included.
+        The whole image (numpy, dask or zarr), without a channel axis; an RGB last
+        axis is allowed (``rgb=True``).
     method : str
-        ``"minmax"``: napari's default, ``(0, 255)`` for uint8 and bool data, else the
-        minimum and maximum of the array. ``"percentile"``: its 0.5th and 99.5th
-        percentiles (robust to a few hot pixels; reads the data into memory).
+        ``"minmax"``: what napari gives a new layer: ``(0, 255)`` for uint8, else the
+        minimum and maximum of the array, or for arrays of more than 1e7 values those
+        of its first, middle and last planes (of a central 62 x 62 patch of each when
+        a plane alone has more than 1e7 values): never a full read of a large image,
+        and the same limits the viewer shows, so embeddings computed here are cache
+        hits in napari. Equal minimum and maximum widen to include 0 and 1.
+        ``"percentile"``: the 0.5th and 99.5th percentiles of the whole array (robust
+        to a few hot pixels; reads the data into memory).
+    rgb : bool
+        The last axis is colour (napari's planes are then the last three axes).
 
     Returns
     -------
@@ -192,7 +205,7 @@ def default_contrast_limits(image, method: str = "minmax") -> tuple[float, float
     if dtype in (np.uint8, np.bool_):
         return 0.0, 255.0 if dtype == np.uint8 else 1.0
     if method == "minmax":
-        lo, hi = _reduce(image, "min"), _reduce(image, "max")
+        lo, hi = _napari_range(image, rgb)
     elif method == "percentile":
         lo, hi = np.percentile(np.asarray(image), PERCENTILES)
     else:
@@ -201,11 +214,33 @@ def default_contrast_limits(image, method: str = "minmax") -> tuple[float, float
     return float(lo), float(hi)
 
 
+def _napari_range(image, rgb: bool) -> tuple[float, float]:
+    """Minimum and maximum as napari's ``calc_data_range`` computes them for a layer."""
+    shape, size = tuple(image.shape), int(np.prod(image.shape))
+    plane_axes = 2 + int(rgb)
+    small_numpy = isinstance(image, np.ndarray) and image.ndim < 3
+    if size > NAPARI_FULL_READ and not small_numpy and len(shape) >= plane_axes:
+        lead = shape[:-plane_axes]
+        planes = [tuple(0 for _ in lead), tuple(s // 2 for s in lead),
+                  tuple(s - 1 for s in lead)]
+        plane = shape[-plane_axes:]
+        if np.prod(plane) > NAPARI_FULL_READ and plane[0] > 64 and plane[1] > 64:
+            patch = tuple(slice(s // 2 - 31, s // 2 + 31) for s in plane[:2])
+            planes = [index + patch for index in planes]
+        parts = [np.asarray(image[index]) for index in planes]
+        lo, hi = min(float(p.min()) for p in parts), max(float(p.max()) for p in parts)
+    else:
+        lo, hi = _reduce(image, "min"), _reduce(image, "max")
+    if lo == hi:
+        lo, hi = min(lo, 0.0), max(hi, 1.0)
+    return lo, hi
+
+
 def _reduce(image, how: str) -> float:
     if hasattr(image, "dask") or type(image).__module__.startswith("dask"):
         return float(getattr(image, how)().compute())
-    if isinstance(image, np.ndarray):
-        return float(getattr(image, how)())
+    if isinstance(image, np.ndarray) or image.ndim < 3:
+        return float(getattr(np.asarray(image), how)())
     # zarr and other lazy arrays: reduce along the first axis, one block at a time.
     return float(getattr(np, how)([getattr(np.asarray(image[i]), how)()
                                    for i in range(image.shape[0])]))

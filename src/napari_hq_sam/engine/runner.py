@@ -123,7 +123,8 @@ def plan_slices(image, *, layout: ImageLayout | None = None,
     """
     layout = layout or describe_layout(np.shape(image), **layout_kwargs)
     if contrast_limits is None:
-        contrast_limits = default_contrast_limits(selected_channel(image, layout))
+        contrast_limits = default_contrast_limits(selected_channel(image, layout),
+                                                  rgb=bool(layout.rgb))
     indices = (list(layout.slice_indices()) if slices is None
                else [layout.check_index(i) for i in slices])
     return SlicePlan(layout, tuple(float(v) for v in contrast_limits), indices)
