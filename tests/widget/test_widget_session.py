@@ -129,3 +129,36 @@ def test_session_load_from_a_script(make_napari_viewer, tiny_checkpoint):
     # the same choice again loads nothing new
     assert session.load("vit_tiny", checkpoint=tiny_checkpoint, device="cpu") is model
     assert np.isfinite(next(model.parameters()).detach().numpy()).all()
+
+
+def test_embeddings_from_hqsam_embed_are_used_without_recomputing(
+        make_napari_viewer, qtbot, tiny_checkpoint, nuclei3d, tmp_path):
+    from napari_hq_sam.cli import main
+
+    stack = nuclei3d[8:12]
+    image_file = tmp_path / "stack.npy"
+    np.save(image_file, stack)
+    folder = tmp_path / "emb.zarr"
+    assert main(["embed", str(image_file), "--model", "vit_tiny", "--checkpoint",
+                 str(tiny_checkpoint), "--cache", str(folder), "--device", "cpu",
+                 "--quiet"]) == 0
+    viewer = make_napari_viewer()
+    viewer.add_image(stack, name="stack")
+    widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)[1]
+    choose_file(widget.model_bar, tiny_checkpoint)
+    widget.model_bar.folder_edit.setText(str(folder))  # as a user picks the folder
+    widget.model_bar.load_button.click()
+    wait_idle(qtbot, widget)
+    session = viewer_session(viewer)
+    assert session.embedding_folder == folder and "emb.zarr" in session.describe()
+    widget.prompt_layers_button.click()
+    _, boxes = widget.controller.prompt_layers()
+    for z in (1, 3):
+        viewer.dims.set_current_step(0, z)
+        boxes.add_rectangles(box(12, 10, 40, 42, lead=(z,)))
+        widget.segment_button.click()
+        wait_idle(qtbot, widget)
+        assert "cached embedding" in widget.status.text(), widget.status.text()
+    assert session.segmenter.computed == 0 and session.segmenter.reused == 2
+    labels = viewer.layers["HQ-SAM labels"].data
+    assert labels[1].any() and labels[3].any() and not labels[0].any()
