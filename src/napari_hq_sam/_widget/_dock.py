@@ -4,7 +4,7 @@ all of the plugin's widgets never makes napari's window taller than the screen."
 from __future__ import annotations
 
 from qtpy.QtCore import QSize, Qt
-from qtpy.QtWidgets import QFrame, QScrollArea, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QFrame, QHBoxLayout, QScrollArea, QVBoxLayout, QWidget
 
 # The height a dock asks for at most; more content scrolls.
 PREFERRED_HEIGHT = 420
@@ -46,3 +46,13 @@ def scrolling_layout(dock: QWidget) -> QVBoxLayout:
     outer.addWidget(area)
     dock.scroll_area = area
     return QVBoxLayout(content)
+
+
+def row(*widgets: QWidget) -> QWidget:
+    """The widgets side by side, without margins (one form row)."""
+    box = QWidget()
+    layout = QHBoxLayout(box)
+    layout.setContentsMargins(0, 0, 0, 0)
+    for widget in widgets:
+        layout.addWidget(widget)
+    return box

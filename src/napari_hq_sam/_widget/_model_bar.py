@@ -16,7 +16,6 @@ from qtpy.QtWidgets import (
     QFileDialog,
     QFormLayout,
     QGroupBox,
-    QHBoxLayout,
     QLabel,
     QLineEdit,
     QPushButton,
@@ -28,6 +27,7 @@ from qtpy.QtWidgets import (
 from ..errors import InputError
 from ..model_types import MODEL_TYPES
 from ..session import ModelChoice, viewer_session
+from ._dock import row
 from ._runner import TaskRunner
 
 LOCAL_FILE = "local checkpoint file…"
@@ -40,15 +40,6 @@ class _Relay(QObject):
     """Brings session changes (from any thread) to the GUI thread."""
 
     changed = Signal()
-
-
-def _row(*widgets) -> QWidget:
-    box = QWidget()
-    layout = QHBoxLayout(box)
-    layout.setContentsMargins(0, 0, 0, 0)
-    for w in widgets:
-        layout.addWidget(w)
-    return box
 
 
 class ModelBar(QGroupBox):
@@ -114,15 +105,15 @@ class ModelBar(QGroupBox):
         form = QFormLayout(self.settings)
         form.setContentsMargins(0, 0, 0, 0)
         form.addRow("Model", self.model_combo)
-        form.addRow("Checkpoint", _row(self.checkpoint_edit, self.browse_button))
-        form.addRow("Adapter", _row(self.adapter_edit, self.adapter_button))
-        form.addRow("Device", _row(self.device_combo, QLabel("Precision"),
+        form.addRow("Checkpoint", row(self.checkpoint_edit, self.browse_button))
+        form.addRow("Adapter", row(self.adapter_edit, self.adapter_button))
+        form.addRow("Device", row(self.device_combo, QLabel("Precision"),
                                    self.precision_combo))
         form.addRow("Masks", self.mode_combo)
-        form.addRow("Embeddings", _row(self.folder_edit, self.folder_button))
+        form.addRow("Embeddings", row(self.folder_edit, self.folder_button))
         form.addRow(self.load_button)
         layout = QVBoxLayout(self)
-        layout.addWidget(_row(self.active, self.settings_button))
+        layout.addWidget(row(self.active, self.settings_button))
         layout.addWidget(self.settings)
         self.settings_button.toggled.connect(self.settings.setVisible)
         self.model_combo.currentTextChanged.connect(self._model_changed)

@@ -8,27 +8,17 @@ from qtpy.QtWidgets import (
     QDoubleSpinBox,
     QFormLayout,
     QGroupBox,
-    QHBoxLayout,
     QLabel,
     QPushButton,
     QSpinBox,
     QWidget,
 )
 
-from ._dock import scrolling_layout
+from ._dock import row, scrolling_layout
 from ._task_panel import TaskPanel
 
 NEW_LABELS = "(new labels layer)"
 NO_CHANNEL = "none"
-
-
-def _row(*widgets) -> QWidget:
-    box = QWidget()
-    layout = QHBoxLayout(box)
-    layout.setContentsMargins(0, 0, 0, 0)
-    for w in widgets:
-        layout.addWidget(w)
-    return box
 
 
 class SegmentView(QWidget):
@@ -72,8 +62,8 @@ class SegmentView(QWidget):
             "open the file with napari's channel_axis, or use `hqsam segment --channel-axis`.")
         self.channel_spin = QSpinBox()
         self.channel_spin.setToolTip("Channel to segment along the channel axis.")
-        form.addRow("layer", self.image_combo)
-        form.addRow("channel axis", _row(self.channel_axis_combo, QLabel("channel"),
+        form.addRow("Layer", self.image_combo)
+        form.addRow("Channel axis", row(self.channel_axis_combo, QLabel("Channel"),
                                          self.channel_spin))
         return box
 
@@ -84,10 +74,10 @@ class SegmentView(QWidget):
         self.prompt_layers_button.setToolTip(
             "Adds 'HQ-SAM points' (click; T toggles positive/negative) and 'HQ-SAM boxes' "
             "(drag rectangles, one per object).")
-        self.live_check = QCheckBox("live preview")
+        self.live_check = QCheckBox("Live preview")
         self.live_check.setToolTip("Re-run the current slice whenever the prompts change; "
                                    "the result shows in the 'HQ-SAM preview' layer.")
-        form.addRow(_row(self.prompt_layers_button, self.live_check))
+        form.addRow(row(self.prompt_layers_button, self.live_check))
         return box
 
     def _output_box(self) -> QGroupBox:
@@ -95,7 +85,7 @@ class SegmentView(QWidget):
         form = QFormLayout(box)
         self.labels_combo = QComboBox()
         self.labels_combo.setToolTip("Labels layer that receives the objects (one id each).")
-        self.overwrite_check = QCheckBox("overwrite other objects")
+        self.overwrite_check = QCheckBox("Overwrite other objects")
         self.overwrite_check.setToolTip("Off: new objects only fill background pixels.")
         self.segment_button = QPushButton("Segment slice → labels")
         self.segment_button.setToolTip("Segment the current slice from its prompts and add "
@@ -110,10 +100,10 @@ class SegmentView(QWidget):
         self.refine_button = QPushButton("Refine object")
         self.refine_button.setToolTip("Use the object's mask on this slice (with any prompts "
                                       "on it) as a mask prompt and replace it by the result.")
-        form.addRow("labels", self.labels_combo)
+        form.addRow("Labels", self.labels_combo)
         form.addRow(self.overwrite_check)
-        form.addRow(_row(self.segment_button, self.undo_button))
-        form.addRow(_row(QLabel("object"), self.refine_spin, self.refine_button))
+        form.addRow(row(self.segment_button, self.undo_button))
+        form.addRow(row(QLabel("Object"), self.refine_spin, self.refine_button))
         return box
 
     def _stack_box(self) -> QGroupBox:
@@ -131,7 +121,7 @@ class SegmentView(QWidget):
         self.propagate_button.setToolTip("Propagate the object (from the current slice's prompts, "
                                          "or the chosen object id) up and down the stack.")
         form.addRow(self.stack_button)
-        form.addRow("min score", _row(self.threshold_spin, self.propagate_button))
+        form.addRow("Min score", row(self.threshold_spin, self.propagate_button))
         return box
 
     def action_buttons(self) -> list[QPushButton]:

@@ -19,22 +19,18 @@ from qtpy.QtWidgets import (
     QGroupBox,
     QPushButton,
     QSpinBox,
-    QWidget,
 )
 
 from ..automatic import AutoMaskConfig
 from ._context import current_index, image_context
-from ._dock import scrolling_layout
 from ._layers import keep_selection
-from ._model_bar import ModelBar
-from ._runner import TaskRunner
-from ._task_panel import TaskPanel
+from ._plugin_dock import PluginDock
 from ._text import count
 
 CURRENT, STACK = "Current slice", "Whole stack"
 
 
-class AutoSegmentWidget(QWidget):
+class AutoSegmentWidget(PluginDock):
     """Segment everything in the current slice or the whole stack of an image layer.
 
     Parameters
@@ -43,23 +39,15 @@ class AutoSegmentWidget(QWidget):
     """
 
     def __init__(self, napari_viewer, parent=None):
-        super().__init__(parent)
-        self.viewer = napari_viewer
-        self.task_panel = TaskPanel()
-        self.status = self.task_panel.status
-        self.cancel_button = self.task_panel.cancel_button
-        self.runner = TaskRunner(self.task_panel, self._on_busy)
-        self.model_bar = ModelBar(napari_viewer, self.runner)
-        self.session = self.model_bar.session
+        super().__init__(napari_viewer, parent)
         self._build()
-        events, callback, runner = self.viewer.layers.events, self.refresh_layers, self.runner
-        bar = self.model_bar
+        events, callback, close_dock = (self.viewer.layers.events, self.refresh_layers,
+                                        self.close_dock)
         events.inserted.connect(callback)
         events.removed.connect(callback)
 
         def unbind(*_):  # no reference to self: also runs once the widget is deleted
-            runner.close()
-            bar.close()
+            close_dock()
             events.inserted.disconnect(callback)
             events.removed.disconnect(callback)
 
@@ -89,11 +77,8 @@ class AutoSegmentWidget(QWidget):
                               ("Stitch", self.stitch_check)):
             form.addRow(label, widget)
         form.addRow(self.run_button)
-        layout = scrolling_layout(self)
-        layout.addWidget(self.model_bar)
-        layout.addWidget(box)
-        layout.addWidget(self.task_panel)
-        layout.addStretch()
+        self.add_section(box)
+        self.finish()
         self.run_button.clicked.connect(self.run)
 
     def refresh_layers(self, event=None) -> None:
@@ -166,10 +151,8 @@ class AutoSegmentWidget(QWidget):
         """Stop the run at its next point batch; finished slices are kept."""
         self.runner.cancel()
 
-    # -- runner callbacks --------------------------------------------------------------------
-    def _on_busy(self, desc: str | None) -> None:
-        self.run_button.setEnabled(desc is None)
-        self.model_bar.set_enabled(desc is None)
+    def busy_buttons(self) -> list[QPushButton]:
+        return [self.run_button]
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
         self._unbind()

@@ -19,32 +19,21 @@ from qtpy.QtWidgets import (
     QFileDialog,
     QFormLayout,
     QGroupBox,
-    QHBoxLayout,
     QLineEdit,
     QPushButton,
     QSpinBox,
-    QWidget,
 )
 
 from ..errors import InputError
-from ._dock import scrolling_layout
-from ._model_bar import ModelBar
-from ._runner import TaskRunner
-from ._task_panel import TaskPanel
+from ._dock import row
+from ._plugin_dock import PluginDock
 
 
-class HQSamTrainingWidget(QWidget):
+class HQSamTrainingWidget(PluginDock):
     """Train an HQ adapter on the current layers; evaluate mIoU/mBIoU against labels."""
 
     def __init__(self, napari_viewer, parent=None):
-        super().__init__(parent)
-        self.viewer = napari_viewer
-        self.task_panel = TaskPanel()
-        self.status = self.task_panel.status
-        self.cancel_button = self.task_panel.cancel_button
-        self.runner = TaskRunner(self.task_panel, self._on_busy)
-        self.model_bar = ModelBar(napari_viewer, self.runner)
-        self.session = self.model_bar.session
+        super().__init__(napari_viewer, parent)
         self._build()
         self.viewer.layers.events.inserted.connect(self.refresh_layers)
         self.viewer.layers.events.removed.connect(self.refresh_layers)
@@ -62,18 +51,17 @@ class HQSamTrainingWidget(QWidget):
         form = QFormLayout(box)
         form.addRow("Image", self.image_combo)
         form.addRow("Labels (ground truth)", self.labels_combo)
-        form.addRow("Adapter to write", _with_browse(self.adapter_edit, self._browse_adapter))
+        browse = QPushButton("…")
+        browse.clicked.connect(self._browse_adapter)
+        form.addRow("Adapter to write", row(self.adapter_edit, browse))
         form.addRow("Steps", self.steps_spin)
         form.addRow("Objects per step", self.batch_spin)
         form.addRow(self.train_button)
         form.addRow(self.evaluate_button)
         self.train_button.clicked.connect(self.start_training)
         self.evaluate_button.clicked.connect(self.start_evaluation)
-        layout = scrolling_layout(self)
-        layout.addWidget(self.model_bar)
-        layout.addWidget(box)
-        layout.addWidget(self.task_panel)
-        layout.addStretch()
+        self.add_section(box)
+        self.finish()
 
     def refresh_layers(self, event=None) -> None:
         """Refill the layer choices, keeping the current ones when still present."""
@@ -136,14 +124,11 @@ class HQSamTrainingWidget(QWidget):
 
         self.model_bar.load(start)
 
-    def _on_busy(self, desc: str | None) -> None:
-        for button in (self.train_button, self.evaluate_button):
-            button.setEnabled(desc is None)
-        self.model_bar.set_enabled(desc is None)
+    def busy_buttons(self) -> list[QPushButton]:
+        return [self.train_button, self.evaluate_button]
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt name)
-        self.runner.close()
-        self.model_bar.close()
+        self.close_dock()
         self.viewer.layers.events.inserted.disconnect(self.refresh_layers)
         self.viewer.layers.events.removed.disconnect(self.refresh_layers)
         super().closeEvent(event)
@@ -195,14 +180,3 @@ def _spin(low: int, high: int, value: int) -> QSpinBox:
     spin.setRange(low, high)
     spin.setValue(value)
     return spin
-
-
-def _with_browse(edit: QLineEdit, callback) -> QWidget:
-    box = QWidget()
-    row = QHBoxLayout(box)
-    row.setContentsMargins(0, 0, 0, 0)
-    row.addWidget(edit)
-    button = QPushButton("…")
-    button.clicked.connect(callback)
-    row.addWidget(button)
-    return box
