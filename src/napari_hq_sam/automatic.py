@@ -94,8 +94,12 @@ class AutoMaskConfig:
         return asdict(self)
 
     @property
-    def point_grids(self) -> list[np.ndarray]:
-        """One (K, 2) grid per crop layer, (X, Y) normalised to [0, 1]."""
+    def layer_point_grids(self) -> list[np.ndarray]:
+        """One (K, 2) grid per crop layer, (X, Y) normalised to [0, 1].
+
+        (Not named ``point_grids``: the official generator takes an argument of that
+        name that replaces the grid, which this config does not offer.)
+        """
         return build_all_layer_point_grids(self.points_per_side, self.crop_n_layers,
                                            self.crop_n_points_downscale_factor)
 
@@ -103,7 +107,7 @@ class AutoMaskConfig:
     def n_steps(self) -> int:
         """Number of point batches in one image (the unit of ``progress``)."""
         b = self.points_per_batch
-        return sum(-(-len(g) // b) * (4 ** i) for i, g in enumerate(self.point_grids))
+        return sum(-(-len(g) // b) * (4 ** i) for i, g in enumerate(self.layer_point_grids))
 
 
 @dataclass
@@ -189,7 +193,7 @@ class AutomaticMaskGenerator:
     @property
     def point_grids(self) -> list[np.ndarray]:
         """One (K, 2) grid per crop layer, (X, Y) normalised to [0, 1]."""
-        return self.config.point_grids
+        return self.config.layer_point_grids
 
     @property
     def n_steps(self) -> int:
