@@ -28,6 +28,10 @@ class OutputError(HQSamError, OSError):
     """An output that cannot be written (exists, unwritable, no space)."""
 
 
+class HQSamWarning(UserWarning):
+    """Something the user should know while the run goes on (the CLI prints it as one line)."""
+
+
 class Cancelled(Exception):
     """Raised inside a run when its ``should_stop()`` callable returned True.
 

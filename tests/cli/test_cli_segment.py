@@ -79,7 +79,9 @@ def test_readme_example_then_workers_identical(tiny_checkpoint, cache_dir, tmp_p
 
 
 def _bad_files(tmp, nuclei3d):
-    (tmp / "outside.csv").write_text(BOXES.read_text().replace("48.0", "480.0"))
+    # box 2 moved wholly right of the 57-wide image (one only partly outside is clipped)
+    (tmp / "outside.csv").write_text(BOXES.read_text().replace("48.0", "480.0")
+                                     .replace("26.0", "260.0"))
     (tmp / "noslice.csv").write_text(BOXES.read_text().replace("20.0,", "40.0,"))
     (tmp / "empty.csv").write_text("")
     (tmp / "typo.csv").write_text("index,axis-0,axis-1,axis-2,lable\n0,10,5,5,positive\n")
@@ -91,7 +93,7 @@ def _bad_files(tmp, nuclei3d):
 
 
 @pytest.mark.parametrize("image, prompts, out, message", [
-    (IMAGE, "outside.csv", "o.tif", "outside the image"),
+    (IMAGE, "outside.csv", "o.tif", "wholly outside the image"),
     (IMAGE, "noslice.csv", "o.tif", r"slice \(40,\) does not exist"),
     (IMAGE, "empty.csv", "o.tif", "is empty"),
     (IMAGE, "typo.csv", "o.tif", r"unknown columns \['lable'\]"),

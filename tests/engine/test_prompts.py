@@ -1,4 +1,5 @@
-"""Object prompts: grouping rules, napari layers, napari's own CSV exports, JSON form."""
+"""Object prompts: grouping rules, napari layers, napari's own CSV exports, JSON form,
+the values a prompt may hold, and how prompts meet the image (boxes clipped to it)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,16 @@ from napari_hq_sam.engine.prompt_files import (
     write_prompts_json,
 )
 from napari_hq_sam.engine.prompts import (
+    MAX_OBJECT_ID,
     ObjectPrompt,
     check_prompts,
+    clipping_note,
+    object_value,
+    points_table,
     prompts_from_layers,
+    shapes_table,
 )
+from napari_hq_sam.errors import HQSamWarning, InputError
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +114,8 @@ def test_prompts_checked_against_image():
     check_prompts([ObjectPrompt((30,), box=[0, 0, 56, 60], object_id=1)], layout)
     with pytest.raises(ValueError, match="slice \\(31,\\) does not exist"):
         check_prompts([ObjectPrompt((31,), box=[0, 0, 5, 5], object_id=1)], layout)
-    with pytest.raises(ValueError, match="outside the image"):
+    with pytest.raises(ValueError, match="a point of object 1 on slice \\(3,\\) lies outside "
+                       "the image \\(x=57.2, y=3; slices are 57 wide and 61 high\\)"):
         check_prompts([ObjectPrompt((3,), points=[[57.2, 3]], object_id=1)], layout)
     with pytest.raises(ValueError, match="slice axes"):
         check_prompts([ObjectPrompt((), box=[0, 0, 5, 5], object_id=1)], layout)
@@ -130,3 +138,126 @@ def test_mask_prompt_holds_box_logits_and_clicks():
     np.testing.assert_array_equal(prompt.points, [[60.0, 150.0]])
     assert prompt.object_id == 7 and prompt.slice_index == (3,)
     np.testing.assert_array_equal(prompt.mask, logits)
+
+
+def test_box_past_the_edge_is_clipped_to_the_image():
+    layout = describe_layout((31, 61, 57))  # slices span x -0.5..56.5, y -0.5..60.5
+    inside = ObjectPrompt((3,), box=[-0.5, 0, 56.5, 60.5], object_id=1)
+    half_out = ObjectPrompt((5,), points=[[50, 55]], box=[40, 30, 80, 70], object_id=2)
+    left_top = ObjectPrompt((5,), box=[-12, -3, 10, 20], object_id=3)
+    got = check_prompts([inside, half_out, left_top], layout)
+    assert got[0] is inside  # nothing past the edge: the same prompt
+    np.testing.assert_array_equal(got[1].box, [40, 30, 56.5, 60.5])
+    np.testing.assert_array_equal(got[1].points, [[50, 55]])
+    assert (got[1].slice_index, got[1].object_id) == ((5,), 2)
+    np.testing.assert_array_equal(got[2].box, [-0.5, -0.5, 10, 20])
+    assert clipping_note([inside, half_out, left_top], got) == (
+        "2 boxes extended past the image edge and were clipped to it.")
+    assert clipping_note(got[1:2], got[1:2]) is None
+    assert clipping_note(got[::2], [got[0], got[2].clipped_to(15, 57)]) == (
+        "1 box extended past the image edge and was clipped to it.")
+
+
+@pytest.mark.parametrize("prompt, message", [
+    (ObjectPrompt((5,), box=[60, 3, 80, 20], object_id=2),
+     r"the box of object 2 on slice \(5,\) lies wholly outside the image \(x 60 to 80, y 3 to 20; "
+     "slices are 57 wide and 61 high"),
+    (ObjectPrompt((5,), box=[-10, 5, -0.5, 20], object_id=2), "wholly outside"),  # edge only
+    (ObjectPrompt((5,), box=[3, 61, 20, 90], object_id=2), "wholly outside"),
+    (ObjectPrompt((5,), points=[[3, -0.6]], box=[0, 0, 80, 20], object_id=2),
+     r"a point of object 2 on slice \(5,\) lies outside the image \(x=3, y=-0.6"),
+])
+def test_prompts_wholly_outside_are_refused(prompt, message):
+    with pytest.raises(InputError, match=message):
+        check_prompts([prompt], describe_layout((31, 61, 57)))
+
+
+def test_clipped_box_gives_the_mask_of_the_clipped_box(tiny_model, nuclei3d, nuclei3d_labels):
+    """The engine rule on a real run: a box dragged past the image edge segments as if the
+    user had stopped at the edge, and the run says so once."""
+    from napari_hq_sam.engine.segmenter import SliceSegmenter
+    from napari_hq_sam.engine.stack import segment_stack
+
+    image = nuclei3d[9:12]
+    z = 1  # slice 10 of the stack: a nucleus touches the left edge (x from 0 to 15)
+    rows, cols = np.nonzero(nuclei3d_labels[10] == nuclei3d_labels[10, 37, 5])
+    assert cols.min() == 0
+    past = [ObjectPrompt((z,), box=[-20, rows.min() - 2, cols.max() + 2, rows.max() + 2],
+                         object_id=4)]
+    clipped = [ObjectPrompt((z,), box=[-0.5, rows.min() - 2, cols.max() + 2, rows.max() + 2],
+                            object_id=4)]
+    segmenter = SliceSegmenter(tiny_model)
+    with pytest.warns(HQSamWarning, match="^1 box extended past the image edge and was clipped"):
+        got = segment_stack(image, past, segmenter=segmenter)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", HQSamWarning)  # nothing to clip: no warning
+        want = segment_stack(image, clipped, segmenter=segmenter)
+    assert got.labels[z].any() and not got.labels[[0, 2]].any()
+    np.testing.assert_array_equal(got.labels, want.labels)
+    assert got.scores == want.scores
+    # the box as drawn would have reached the model with other coordinates
+    raw = segmenter.segment(None, past, segmenter.embeddings([_slice_rgb(image, z)])[0])
+    assert raw.scores[0] != pytest.approx(want.scores[((z,), 4)], abs=1e-6)
+
+
+def _slice_rgb(image, z):
+    from napari_hq_sam.engine.image import default_contrast_limits, model_slice
+
+    return model_slice(image, describe_layout(image.shape), (z,), default_contrast_limits(image))
+
+
+def test_largest_object_id_is_the_labels_policy():
+    from napari_hq_sam.engine.labels import LABELS_DTYPE
+
+    assert MAX_OBJECT_ID == np.iinfo(LABELS_DTYPE).max
+    assert ObjectPrompt(box=[0, 0, 5, 5], object_id=MAX_OBJECT_ID).object_id == MAX_OBJECT_ID
+
+
+@pytest.mark.parametrize("value, key", [
+    (None, None), (np.nan, None), ("", None), (" nan ", None), (7, 7), (np.int64(7), 7),
+    (7.0, 7), ("7", 7), (" 7.0 ", 7), ("cell", "cell"), (" cell a ", "cell a"),
+    (MAX_OBJECT_ID, MAX_OBJECT_ID), (str(MAX_OBJECT_ID), MAX_OBJECT_ID),
+])
+def test_object_values(value, key):
+    got = object_value(value)
+    assert got == key and type(got) is type(key)
+
+
+@pytest.mark.parametrize("value, message", [
+    (1.5, "not a whole number"), ("1.5", "not a whole number"), ("inf", "not a whole number"),
+    (0, "not positive"), ("-3", "not positive"), (MAX_OBJECT_ID + 1, "too large"),
+    ("1e300", "too large"), (2**40, "too large"), (True, "neither a whole number"),
+    ([1], "neither a whole number"), ({}, "neither a whole number"),
+])
+def test_object_values_refused(value, message):
+    with pytest.raises(InputError, match=message):
+        object_value(value)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(points=[[np.nan, 3]]), "points must be finite"),
+    (dict(box=[0, 0, np.inf, 5]), "a box is"),
+    (dict(box=[9, 0, 3, 5]), r"x0 <= x1 and y0 <= y1, got \[9.0, 0.0, 3.0, 5.0\]"),
+    (dict(box=[0, 0, 5, 5], object_id=-1), "not positive"),
+    (dict(box=[0, 0, 5, 5], object_id=1.5), "must be a whole number"),
+    (dict(box=[0, 0, 5, 5], object_id=MAX_OBJECT_ID + 1), "too large"),
+])
+def test_object_prompt_refuses_nonsense(kwargs, message):
+    with pytest.raises(InputError, match=message):
+        ObjectPrompt((1,), **kwargs)
+
+
+def test_layers_with_nonsense_are_refused():
+    with pytest.raises(InputError, match=r"point 1 has NaN or infinite coordinates"):
+        points_table([[1, 2, 3], [1, np.nan, 3]])
+    with pytest.raises(InputError, match=r"point 0: object 1.5 is not a whole number"):
+        points_table([[1, 2, 3]], {"object": [1.5]})
+    flat = np.array([[4, 10, 12], [4, 10, 30], [4, 10, 30], [4, 10, 12]])  # y0 == y1
+    with pytest.raises(InputError, match=r"shape 1 has no area \(x 12 to 30, y 10 to 10\)"):
+        shapes_table([np.array([[4, 1, 2], [4, 1, 6], [4, 5, 6], [4, 5, 2]]), flat])
+    with pytest.raises(InputError, match="shape 0 is an ellipse: only rectangles"):
+        shapes_table([flat], ["ellipse"])
+    with pytest.raises(InputError, match="shape 0: object 0 is not positive"):
+        shapes_table([np.array([[4, 1, 2], [4, 1, 6], [4, 5, 6], [4, 5, 2]])], objects=[0])

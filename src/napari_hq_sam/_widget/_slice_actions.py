@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..engine.labels import next_label_id, paste_mask, paste_masks, undo_changes
-from ..engine.prompts import mask_prompt
+from ..engine.prompts import clipping_note, mask_prompt
 from . import _layers, _tasks
 from ._text import count, object_ids, on_slice, scores, slice_name
 
@@ -46,6 +46,7 @@ class SliceActions:
 
     def __init__(self, controller):
         self.c = controller
+        self.clipped: str | None = None  # the last request's clipping_note
 
     # -- requests ---------------------------------------------------------------------------
     def request(self, need_prompts: bool = True):
@@ -54,8 +55,9 @@ class SliceActions:
         Raises
         ------
         ValueError
-            No image layer, no prompt layers/prompts (when ``need_prompts``), or a
-            prompt outside the image.
+            No image layer, no prompt layers/prompts (when ``need_prompts``), a
+            point outside the image or a box wholly outside (a box partly outside is
+            clipped to the image).
         """
         c = self.c
         ctx = c.context()
@@ -68,10 +70,10 @@ class SliceActions:
                     else "")
             raise ValueError(f"No prompts{where}: {hint}click points in 'HQ-SAM points' or "
                              "draw a box in 'HQ-SAM boxes' first.")
-        for prompt in prompts:
-            prompt.check_bounds(*ctx.layout.spatial_shape)
+        fitted = [p.clipped_to(*ctx.layout.spatial_shape) for p in prompts]
+        self.clipped = clipping_note(prompts, fitted)  # boxes dragged past the image edge
         request = _tasks.SliceRequest(ctx.data, ctx.layout, ctx.contrast_limits, index,
-                                      prompts)
+                                      fitted)
         return ctx, request
 
     def _run(self, request, desc: str, on_done) -> None:
@@ -96,6 +98,7 @@ class SliceActions:
         if not request.prompts:
             _layers.clear_preview(c.viewer)
             return
+        clipped = self.clipped
 
         def done(out):
             result, cached = out
@@ -105,7 +108,7 @@ class SliceActions:
             if changed_at is not None and cached:
                 c.last_click_to_mask = time.perf_counter() - changed_at
             head = f"Preview{on_slice(request.index, 'of')}: {count(len(result.masks), 'object')}"
-            c.set_status(_summary(head, result, cached, c.runner.last_duration))
+            c.set_status(_summary(head, result, cached, c.runner.last_duration, clipped))
 
         self._run(request, _doing("Previewing", request.index), done)
 
@@ -118,11 +121,16 @@ class SliceActions:
         except ValueError as exc:
             c.show_error(exc)
             return
+        clipped = self.clipped
         self._run(request, _doing("Segmenting", request.index),
-                  lambda out: self.commit(ctx, request, out[0], out[1]))
+                  lambda out: self.commit(ctx, request, out[0], out[1], clipped))
 
-    def commit(self, ctx, request, result, cached: bool = False) -> None:
-        """Paste ``result`` into the labels with fresh ids, consume the slice's prompts."""
+    def commit(self, ctx, request, result, cached: bool = False,
+               clipped: str | None = None) -> None:
+        """Paste ``result`` into the labels with fresh ids, consume the slice's prompts.
+
+        ``clipped``: the request's :func:`~..engine.prompts.clipping_note`, for the status.
+        """
         c = self.c
         try:
             labels = c.labels_layer(ctx)
@@ -142,7 +150,7 @@ class SliceActions:
         head = f"Added {object_ids(written)} to '{labels.name}'{where}"
         if not written:
             head += ": the masks lie on other objects"
-        c.set_status(_summary(head, result, cached, c.runner.last_duration))
+        c.set_status(_summary(head, result, cached, c.runner.last_duration, clipped))
 
     # -- refine ----------------------------------------------------------------------------
     def refine(self) -> None:
@@ -201,8 +209,12 @@ def _doing(verb: str, index: tuple[int, ...]) -> str:
     return f"{verb} {slice_name(index) or 'the image'}"
 
 
-def _summary(head: str, result, cached: bool, seconds: float | None) -> str:
-    """``head`` and how it went: ``'<head> (scores 0.91, 0.85; cached embedding, 0.12 s).'``"""
+def _summary(head: str, result, cached: bool, seconds: float | None,
+             note: str | None = None) -> str:
+    """``head`` and how it went: ``'<head> (scores 0.91, 0.85; cached embedding, 0.12 s).'``
+
+    ``note`` (a sentence, e.g. that a box was clipped to the image) follows.
+    """
     how = "cached embedding" if cached else "new embedding"
     took = f", {seconds:.2f} s" if seconds is not None else ""
-    return f"{head} ({scores(result.scores)}; {how}{took})."
+    return f"{head} ({scores(result.scores)}; {how}{took})." + (f" {note}" if note else "")

@@ -9,10 +9,87 @@ each subcommand keeps its own order in ``--help``.
 from __future__ import annotations
 
 import argparse
+import math
 
 from ..model_types import MODEL_TYPES as MODEL_CHOICES
 
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+
+
+# -- value checks: argparse ``type=`` functions ---------------------------------------------
+# argparse prints their ArgumentTypeError as "argument --flag: <message>" and exits 2,
+# so nonsense (a batch of 0, a threshold of nan) stops before any file is read.
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """A whole number of at least 1 (counts, sizes, steps)."""
+    value = _integer(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """A whole number of at least 0 (extra layers, areas, seeds)."""
+    value = _integer(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """Any finite number (not nan, not inf)."""
+    return _number(text)
+
+
+def positive_float(text: str) -> float:
+    """A finite number above 0 (learning rates)."""
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text!r}")
+    return value
+
+
+def unit_interval(text: str) -> float:
+    """A number from 0 to 1, both included (IoU and score thresholds)."""
+    value = _number(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 1, got {text!r}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A number from 0 (included) to 1 (excluded): a share held out."""
+    value = _number(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {text!r}")
+    return value
+
+
+class ContrastLimitsAction(argparse.Action):
+    """``--contrast-limits LOW HIGH``: two finite numbers with LOW below HIGH."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        low, high = values
+        if not low < high:
+            raise argparse.ArgumentError(self, f"LOW must be below HIGH, got {low:g} {high:g}")
+        setattr(namespace, self.dest, [low, high])
 
 
 def add_model_options(p: argparse.ArgumentParser, base: bool = False) -> None:
@@ -65,7 +142,7 @@ def add_cache_option(p: argparse.ArgumentParser, required: bool = False) -> None
 
 def add_batch_size_option(p: argparse.ArgumentParser) -> None:
     """``--batch-size N``: slices through the encoder at once; None lets the engine decide."""
-    p.add_argument("--batch-size", type=int, default=None,
+    p.add_argument("--batch-size", type=positive_int, default=None,
                    help="slices encoded at once (default: from free GPU memory; 1 on CPUs)")
 
 
@@ -73,7 +150,7 @@ def add_dask_options(p: argparse.ArgumentParser,
                      workers_help: str = "run on a local Dask cluster") -> None:
     """``--workers N`` or ``--scheduler ADDRESS`` (not both); neither runs in this process."""
     where = p.add_mutually_exclusive_group()
-    where.add_argument("--workers", type=int, metavar="N", help=workers_help)
+    where.add_argument("--workers", type=positive_int, metavar="N", help=workers_help)
     where.add_argument("--scheduler", metavar="ADDRESS", help="join a Dask scheduler")
 
 
@@ -98,7 +175,8 @@ def add_layout_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--channel", type=int, help="channel to segment along --channel-axis")
     p.add_argument("--rgb", action=argparse.BooleanOptionalAction, default=None,
                    help="the last axis is RGB (default: guessed from its length 3 or 4)")
-    p.add_argument("--contrast-limits", type=float, nargs=2, metavar=("LOW", "HIGH"),
+    p.add_argument("--contrast-limits", type=finite_float, nargs=2, metavar=("LOW", "HIGH"),
+                   action=ContrastLimitsAction,
                    help="values mapped to black and white (default: the image's min and max)")
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
-
 from ._common import model_spec, require_files
 from ._options import (
     add_cache_option,
@@ -14,17 +12,26 @@ from ._options import (
     add_output_options,
     add_precision_option,
     add_quiet_option,
+    non_negative_int,
+    positive_int,
+    unit_interval,
 )
 
-# Config fields exposed as options: (field, flag, help).
+# Config fields exposed as options: (field, flag, type, help).
 _CONFIG_OPTIONS = (
-    ("points_per_side", "--points-per-side", "grid of N x N point prompts per slice"),
-    ("points_per_batch", "--points-per-batch", "points decoded at once"),
-    ("pred_iou_thresh", "--pred-iou-thresh", "keep masks with a predicted IoU above this"),
-    ("stability_score_thresh", "--stability-thresh", "keep masks at least this stable"),
-    ("box_nms_thresh", "--nms-thresh", "box IoU above which duplicates are dropped"),
-    ("crop_n_layers", "--crop-layers", "extra layers of overlapping crops (small objects)"),
-    ("min_mask_region_area", "--min-area", "fill holes and drop islands below this area"),
+    ("points_per_side", "--points-per-side", positive_int,
+     "grid of N x N point prompts per slice"),
+    ("points_per_batch", "--points-per-batch", positive_int, "points decoded at once"),
+    ("pred_iou_thresh", "--pred-iou-thresh", unit_interval,
+     "keep masks with a predicted IoU above this"),
+    ("stability_score_thresh", "--stability-thresh", unit_interval,
+     "keep masks at least this stable"),
+    ("box_nms_thresh", "--nms-thresh", unit_interval,
+     "box IoU above which duplicates are dropped"),
+    ("crop_n_layers", "--crop-layers", non_negative_int,
+     "extra layers of overlapping crops (small objects)"),
+    ("min_mask_region_area", "--min-area", non_negative_int,
+     "fill holes and drop islands below this area"),
 )
 
 
@@ -33,7 +40,6 @@ def register(subparsers) -> None:
     from ..automatic import AutoMaskConfig
 
     defaults = AutoMaskConfig()
-    types = {f.name: f.type for f in fields(AutoMaskConfig)}
     p = subparsers.add_parser(
         "auto", help="segment everything (automatic masks) into a labels TIFF",
         description="Automatic HQ-SAM masks for every 2D slice of an image: a grid of point "
@@ -46,17 +52,16 @@ def register(subparsers) -> None:
     add_device_option(p)
     add_precision_option(p)
     add_cache_option(p)
-    for name, flag, text in _CONFIG_OPTIONS:
-        kind = {"int": int, "float": float}[types[name]]
+    for name, flag, kind, text in _CONFIG_OPTIONS:
         p.add_argument(flag, dest=name, type=kind, default=getattr(defaults, name),
-                       metavar="N" if kind is int else "X",
+                       metavar="X" if kind is unit_interval else "N",
                        help=f"{text} (default {getattr(defaults, name):g})")
     p.add_argument("--hq-token-only", action="store_true",
                    help="HQ logits alone instead of SAM + HQ logits (official AMG: off)")
     p.add_argument("--stitch", action="store_true",
                    help="one id per object through z: join overlapping objects of "
                    "neighbouring slices")
-    p.add_argument("--stitch-iou", type=float, default=0.5,
+    p.add_argument("--stitch-iou", type=unit_interval, default=0.5,
                    help="minimum mask IoU to join objects of neighbouring slices (default 0.5)")
     add_layout_options(p)
     add_quiet_option(p)
@@ -67,7 +72,7 @@ def config_from_args(args):
     """:class:`~napari_hq_sam.automatic.AutoMaskConfig` from parsed arguments."""
     from ..automatic import AutoMaskConfig
 
-    values = {name: getattr(args, name) for name, _, _ in _CONFIG_OPTIONS}
+    values = {name: getattr(args, name) for name, *_ in _CONFIG_OPTIONS}
     return AutoMaskConfig(hq_token_only=args.hq_token_only, **values)
 
 

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from ._common import parse_crop, read_pair
-from ._options import add_adapter_option, add_data_options, add_device_option, add_model_options
+from ._options import (
+    add_adapter_option,
+    add_data_options,
+    add_device_option,
+    add_model_options,
+    positive_int,
+)
 
 
 def register(subparsers) -> None:
@@ -16,7 +22,8 @@ def register(subparsers) -> None:
     add_model_options(p, base=True)
     add_adapter_option(p, "adapter file from `hqsam train`")
     add_device_option(p)
-    p.add_argument("--batch-size", type=int, default=16, help="box prompts per decoder call")
+    p.add_argument("--batch-size", type=positive_int, default=16,
+                   help="box prompts per decoder call")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--per-object", action="store_true", help="with --json: per-object scores")
     p.set_defaults(func=run)

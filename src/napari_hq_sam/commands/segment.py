@@ -13,6 +13,8 @@ from ._options import (
     add_output_options,
     add_precision_option,
     add_quiet_option,
+    positive_int,
+    unit_interval,
 )
 
 
@@ -36,14 +38,14 @@ def register(subparsers) -> None:
     add_dask_options(p)
     p.add_argument("--propagate", action="store_true",
                    help="propagate each object through z from its prompted slices")
-    p.add_argument("--score-threshold", type=float, default=0.5,
+    p.add_argument("--score-threshold", type=unit_interval, default=0.5,
                    help="propagation stops below this predicted IoU (default 0.5)")
     p.add_argument("--hq-token-only", action="store_true",
                    help="HQ mask alone (advised for single objects) instead of SAM + HQ")
     add_layout_options(p)
     p.add_argument("--contrast", choices=("minmax", "percentile"), default="minmax",
                    help="default contrast limits: min/max or 0.5/99.5 percentiles")
-    p.add_argument("--batch-size", type=int, default=None,
+    p.add_argument("--batch-size", type=positive_int, default=None,
                    help="slices encoded at once (default: from free GPU memory; 1 on CPUs)")
     add_quiet_option(p)
     p.set_defaults(func=run)

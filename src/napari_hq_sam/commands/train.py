@@ -10,6 +10,10 @@ from ._options import (
     add_model_options,
     add_output_options,
     add_quiet_option,
+    fraction,
+    non_negative_int,
+    positive_float,
+    positive_int,
 )
 
 
@@ -23,14 +27,16 @@ def register(subparsers) -> None:
     add_data_options(p, multiple=True)
     add_model_options(p, base=True)
     add_output_options(p, adapter=True)
-    p.add_argument("--steps", type=int, default=300, help="optimiser steps (default 300)")
-    p.add_argument("--batch-size", type=int, default=4, help="objects per step (default 4)")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
-    p.add_argument("--val-fraction", type=float, default=0.2,
+    p.add_argument("--steps", type=positive_int, default=300, help="optimiser steps (default 300)")
+    p.add_argument("--batch-size", type=positive_int, default=4,
+                   help="objects per step (default 4)")
+    p.add_argument("--lr", type=positive_float, default=1e-3,
+                   help="Adam learning rate (default 1e-3)")
+    p.add_argument("--val-fraction", type=fraction, default=0.2,
                    help="share of objects held out for validation (default 0.2)")
-    p.add_argument("--eval-every", type=int, default=25, help="validate every N steps")
+    p.add_argument("--eval-every", type=positive_int, default=25, help="validate every N steps")
     p.add_argument("--no-flip", action="store_true", help="no horizontal-flip augmentation")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed")
     add_device_option(p)
     add_quiet_option(p)
     p.set_defaults(func=run)

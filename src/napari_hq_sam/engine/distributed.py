@@ -27,7 +27,7 @@ from ..weights import cached_checkpoint
 from .cache import EmbeddingCache, model_signature
 from .everything import EverythingJob, empty_run, finish_everything
 from .image import ImageLayout
-from .prompts import ObjectPrompt
+from .prompts import ObjectPrompt, clip_prompts
 from .propagate import propagate_objects
 from .runner import (
     Progress,
@@ -235,6 +235,7 @@ def segment_stack_distributed(image, prompts: Sequence[ObjectPrompt], spec: Mode
     """
     start = time.perf_counter()
     plan = plan_stack(image, prompts, contrast_limits=contrast_limits, **layout_kwargs)
+    prompts = clip_prompts(prompts, plan.layout)  # boxes past the image edge are clipped
     if labels is None:
         labels = new_labels(plan.layout.labels_shape, prompts)
     check_labels(labels, plan.layout)

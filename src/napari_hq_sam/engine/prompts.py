@@ -20,22 +20,34 @@ Grouping rules
 An existing object's mask becomes a prompt with :func:`mask_prompt` (its box and
 its mask as SAM's low-resolution logits, :func:`mask_to_logits`).
 
-Object ids: integer ``object`` values are kept; other values (e.g. strings) are
-numbered 1, 2, ... in sorted order; objects without a value get the next free
-ids, in order of slice, then boxes before points, then file order.
+Object ids: whole-number ``object`` values (1 to :data:`MAX_OBJECT_ID`) are kept;
+names (text that is not a number) are numbered after the largest given id, in
+sorted order; objects without a value get the next free ids, in order of slice,
+then boxes before points, then file order. Other values (1.5, 0, -3, 1e300, lists)
+are refused.
+
+Meeting the image
+-----------------
+:func:`check_prompts` fits prompts to the image's slices: a box that overlaps the
+slice but extends past its edge (a rectangle dragged from outside the image in
+napari) is clipped to it; a point outside, or a box wholly outside, is refused.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import HQSamWarning, InputError
 
 POSITIVE = {"positive": 1, "1": 1, "true": 1, "1.0": 1, "negative": 0, "0": 0, "false": 0,
             "0.0": 0}
+# The largest object id: the widest labels dtype (labels.LABELS_DTYPE, uint32). Not
+# imported from .labels, which pulls in scipy and scikit-image; a test ties the two.
+MAX_OBJECT_ID = int(np.iinfo(np.uint32).max)
 
 
 @dataclass(frozen=True, eq=False)
@@ -51,7 +63,7 @@ class ObjectPrompt:
     labels : np.ndarray or None
         ``(N,)`` int, 1 positive, 0 negative.
     box : np.ndarray or None
-        ``(4,)`` float, ``(x0, y0, x1, y1)`` in pixels.
+        ``(4,)`` float, ``(x0, y0, x1, y1)`` in pixels, ``x0 <= x1`` and ``y0 <= y1``.
     mask : np.ndarray or None
         ``(1, 256, 256)`` low-resolution logits (SAM's ``mask_input``).
     object_id : int
@@ -66,37 +78,59 @@ class ObjectPrompt:
     object_id: int = 0
 
     def __post_init__(self):
+        object.__setattr__(self, "object_id", _checked_id(self.object_id))
         if self.points is not None:
             pts = np.asarray(self.points, dtype=float).reshape(-1, 2)
             lab = np.ones(len(pts), int) if self.labels is None else np.asarray(self.labels, int)
             if lab.shape != (len(pts),) or not np.isin(lab, (0, 1)).all():
                 raise InputError(f"object {self.object_id}: labels must be (N,) of 1/0 for "
                                  f"{len(pts)} points.")
+            if not np.isfinite(pts).all():
+                raise InputError(f"object {self.object_id}: points must be finite numbers, got "
+                                 f"{pts.tolist()}.")
             object.__setattr__(self, "points", pts)
             object.__setattr__(self, "labels", lab)
         if self.box is not None:
             box = np.asarray(self.box, dtype=float).reshape(4)
-            box = np.array([min(box[0], box[2]), min(box[1], box[3]),
-                            max(box[0], box[2]), max(box[1], box[3])])
+            if not np.isfinite(box).all() or box[0] > box[2] or box[1] > box[3]:
+                raise InputError(f"object {self.object_id}: a box is (x0, y0, x1, y1) of finite "
+                                 f"numbers with x0 <= x1 and y0 <= y1, got {box.tolist()}.")
             object.__setattr__(self, "box", box)
         if self.points is None and self.box is None and self.mask is None:
             raise InputError(f"object {self.object_id}: a prompt needs points, a box or a mask.")
         object.__setattr__(self, "slice_index", tuple(int(i) for i in self.slice_index))
 
-    def check_bounds(self, height: int, width: int) -> None:
-        """Raise a ValueError if a point or box lies outside an ``(height, width)`` slice.
+    def clipped_to(self, height: int, width: int) -> ObjectPrompt:
+        """This prompt fitted to a ``(height, width)`` slice: a box past its edge is clipped.
 
-        Positions from -0.5 to size - 0.5 (napari's pixel edges) are inside.
+        The slice spans x from -0.5 to ``width - 0.5`` and y from -0.5 to
+        ``height - 0.5`` (napari's pixel edges). A box overlapping it is clipped to
+        it; a point outside it, or a box wholly outside, raises an InputError.
+
+        Returns
+        -------
+        ObjectPrompt
+            ``self`` when nothing lies past the edge, else a copy with the clipped box.
         """
-        xy = [] if self.points is None else list(self.points)
-        if self.box is not None:
-            xy += [self.box[:2], self.box[2:]]
-        for x, y in xy:
+        where = f"object {self.object_id} on slice {self.slice_index}"
+        size = f"slices are {width} wide and {height} high"
+        for x, y in [] if self.points is None else self.points:
             if not (-0.5 <= x <= width - 0.5 and -0.5 <= y <= height - 0.5):
                 raise InputError(
-                    f"the prompt of object {self.object_id} on slice {self.slice_index} lies "
-                    f"outside the image (x={x:g}, y={y:g}; slices are {width} wide and {height} "
-                    "high): check that the prompts were made on this image.")
+                    f"a point of {where} lies outside the image (x={x:g}, y={y:g}; {size}): "
+                    "check that the prompts were made on this image.")
+        if self.box is None:
+            return self
+        edges = np.array([width, height, width, height], dtype=float) - 0.5
+        box = np.clip(self.box, -0.5, edges)
+        if np.array_equal(box, self.box):
+            return self
+        if box[0] >= box[2] or box[1] >= box[3]:
+            x0, y0, x1, y1 = self.box
+            raise InputError(
+                f"the box of {where} lies wholly outside the image (x {x0:g} to {x1:g}, "
+                f"y {y0:g} to {y1:g}; {size}): check that the prompts were made on this image.")
+        return replace(self, box=box)
 
 
 @dataclass
@@ -147,17 +181,58 @@ def parse_point_labels(values: Iterable | None, n: int) -> np.ndarray:
         if key not in POSITIVE:
             raise InputError(f"point label {v!r} is neither positive/negative nor 1/0.")
         out.append(POSITIVE[key])
+    if len(out) != n:
+        raise InputError(f"{n} points but {len(out)} labels.")
     return np.asarray(out, int).reshape(n)
 
 
-def _object_value(v):
-    if v is None or (isinstance(v, float) and np.isnan(v)) or str(v).strip() in ("", "nan"):
+def object_value(value):
+    """An ``object`` value as the key grouping prompts: None (absent), an int id or a name.
+
+    Absent: None, NaN, empty text or ``nan`` (napari's value for a point without
+    one). Whole numbers, also as text (``7``, ``"7"``, ``7.0``), are ids from 1 to
+    :data:`MAX_OBJECT_ID`; other text is a name. Anything else (1.5, 0, -3, 1e300,
+    inf, true, a list) raises an InputError saying what is expected.
+    """
+    if value is None:
         return None
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return str(v)
-    return int(f) if f == int(f) else str(v)
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lower() in ("", "nan"):
+            return None
+        try:
+            number = float(text)
+        except ValueError:
+            return text
+    elif isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+        raise InputError(f"object {value!r} is neither a whole number from 1 to "
+                         f"{MAX_OBJECT_ID} nor a name.")
+    elif isinstance(value, (int, np.integer)):
+        return _checked_id(int(value), shown=value, zero=False)
+    else:
+        number = float(value)
+        if np.isnan(number):
+            return None
+    if not np.isfinite(number) or number != int(number):
+        raise InputError(f"object {value!r} is not a whole number: object ids are whole "
+                         f"numbers from 1 to {MAX_OBJECT_ID} (or names).")
+    return _checked_id(int(number), shown=value, zero=False)
+
+
+def _checked_id(value, shown=None, zero: bool = True) -> int:
+    """``value`` as an int object id, 0 (not yet set; when ``zero``) to MAX_OBJECT_ID."""
+    shown = value if shown is None else shown
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise InputError(f"object id {shown!r} must be a whole number from 1 to "
+                         f"{MAX_OBJECT_ID}.")
+    value = int(value)
+    if value < (0 if zero else 1):
+        raise InputError(f"object {shown!r} is not positive: object ids start at 1 "
+                         "(0 is the background).")
+    if value > MAX_OBJECT_ID:
+        raise InputError(f"object {shown!r} is too large: object ids go from 1 to "
+                         f"{MAX_OBJECT_ID} (the largest uint32 label).")
+    return value
 
 
 def points_table(data, features: Mapping | None = None) -> PromptTable:
@@ -169,15 +244,61 @@ def points_table(data, features: Mapping | None = None) -> PromptTable:
         ``(M, D)`` rows ``(..., y, x)`` in data coordinates.
     features : mapping or DataFrame, optional
         May hold ``label`` (positive/negative or 1/0; default positive) and
-        ``object`` (which object each point belongs to).
+        ``object`` (which object each point belongs to, see :func:`object_value`).
     """
     data = np.asarray(data, dtype=float)
     data = data.reshape(-1, data.shape[-1] if data.ndim == 2 else 2)
+    bad = np.flatnonzero(~np.isfinite(data).all(axis=1))
+    if len(bad):
+        raise InputError(f"point {bad[0]} has NaN or infinite coordinates "
+                         f"{data[bad[0]].tolist()}.")
     features = {} if features is None else features
     labels = parse_point_labels(features["label"] if "label" in features else None, len(data))
-    objects = ([_object_value(v) for v in features["object"]] if "object" in features
+    objects = (_object_values("point", features["object"]) if "object" in features
                else [None] * len(data))
     return PromptTable(data, labels, objects)
+
+
+def _object_values(what: str, values) -> list:
+    out = []
+    for i, v in enumerate(values):
+        try:
+            out.append(object_value(v))
+        except InputError as exc:
+            raise InputError(f"{what} {i}: {exc}") from None
+    return out
+
+
+def shape_box(vertices, shape_type: str = "rectangle") -> tuple[tuple[int, ...], np.ndarray]:
+    """The box prompt of one napari rectangle: ``(slice index, XYXY box)``.
+
+    Parameters
+    ----------
+    vertices : array-like
+        ``(V, D)`` vertices ``(..., y, x)``; the box is their extent, the slice
+        index their leading values (rounded), which must agree.
+    shape_type : str
+        napari's shape type; anything but ``rectangle`` is refused, and so is a
+        rectangle with no area.
+    """
+    verts = np.asarray(vertices, dtype=float)
+    if shape_type != "rectangle":
+        article = "an" if str(shape_type)[:1].lower() in "aeiou" else "a"
+        raise InputError(f"is {article} {shape_type}: only rectangles are box prompts; delete "
+                         "it or redraw it as a rectangle.")
+    if verts.ndim != 2 or verts.shape[1] < 2 or not len(verts):
+        raise InputError(f"has vertices of shape {verts.shape}, not (V, D) rows (..., y, x).")
+    if not np.isfinite(verts).all():
+        raise InputError(f"has NaN or infinite coordinates {verts.tolist()}.")
+    lead = verts[:, :-2]
+    if len(lead[0]) and not np.allclose(lead, lead[0]):
+        raise InputError(f"is not drawn in one 2D slice ({lead.tolist()}).")
+    y, x = verts[:, -2], verts[:, -1]
+    box = np.array([x.min(), y.min(), x.max(), y.max()])
+    if box[0] == box[2] or box[1] == box[3]:
+        raise InputError(f"has no area (x {box[0]:g} to {box[2]:g}, y {box[1]:g} to "
+                         f"{box[3]:g}): drag a rectangle around the object.")
+    return tuple(int(round(v)) for v in lead[0]), box
 
 
 def shapes_table(data: Sequence, shape_types: Sequence[str] | None = None,
@@ -187,26 +308,22 @@ def shapes_table(data: Sequence, shape_types: Sequence[str] | None = None,
     Parameters
     ----------
     data : list of array-like
-        Per shape, ``(4, D)`` vertices ``(..., y, x)``; the box is their extent.
+        Per shape, ``(4, D)`` vertices ``(..., y, x)``; the box is their extent
+        (:func:`shape_box`).
     shape_types : list of str, optional
         napari shape types; anything but ``rectangle`` is refused.
     objects : list, optional
-        ``object`` value per shape.
+        ``object`` value per shape (see :func:`object_value`).
     """
     shape_types = shape_types or ["rectangle"] * len(data)
     boxes = []
     for i, (verts, kind) in enumerate(zip(data, shape_types)):
-        verts = np.asarray(verts, dtype=float)
-        if kind != "rectangle":
-            raise InputError(f"shape {i} is a {kind}: only rectangles are box prompts; "
-                             "delete it or redraw it as a rectangle.")
-        lead = verts[:, :-2]
-        if len(lead[0]) and not np.allclose(lead, lead[0]):
-            raise InputError(f"rectangle {i} is not drawn in one 2D slice ({lead.tolist()}).")
-        y, x = verts[:, -2], verts[:, -1]
-        index = tuple(int(round(v)) for v in lead[0])
-        boxes.append((index, np.array([x.min(), y.min(), x.max(), y.max()])))
-    objects = [None] * len(boxes) if objects is None else [_object_value(v) for v in objects]
+        try:
+            boxes.append(shape_box(verts, kind))
+        except InputError as exc:
+            raise InputError(f"shape {i} {exc}") from None
+    objects = ([None] * len(boxes) if objects is None
+               else _object_values("shape", objects))
     return PromptTable(boxes=boxes, box_objects=objects)
 
 
@@ -267,8 +384,8 @@ def _object_ids(keys: list[tuple]) -> dict:
     """
     named = {k for _, k in keys if not isinstance(k, tuple)}
     ints = {k for k in named if isinstance(k, int)}
-    if any(v <= 0 for v in ints):
-        raise InputError("integer object values must be positive (0 is background).")
+    for v in ints:
+        _checked_id(v, zero=False)
     ids = {v: v for v in ints}
     top = max(ints, default=0)
     for s in sorted(named - ints, key=str):
@@ -281,6 +398,9 @@ def _object_ids(keys: list[tuple]) -> dict:
     for k in sorted(order, key=order.get):
         top += 1
         ids[k] = top
+    if top > MAX_OBJECT_ID:
+        raise InputError(f"the objects without a whole-number id would be numbered up to {top}, "
+                         f"beyond the largest label id {MAX_OBJECT_ID}: give them smaller ids.")
     return ids
 
 
@@ -320,14 +440,23 @@ def prompts_from_layers(points=None, shapes=None) -> list[ObjectPrompt]:
     return group_prompts(table)
 
 
-def check_prompts(prompts: Sequence[ObjectPrompt], layout) -> None:
-    """Raise a ValueError for a prompt on a missing slice or outside the image.
+def check_prompts(prompts: Sequence[ObjectPrompt], layout) -> list[ObjectPrompt]:
+    """Check prompts against an image; return them fitted to its slices.
 
-    ``layout`` is an :class:`~napari_hq_sam.engine.image.ImageLayout`.
+    ``layout`` is an :class:`~napari_hq_sam.engine.image.ImageLayout`. Boxes that
+    extend past a slice's edge are clipped to it (:meth:`ObjectPrompt.clipped_to`;
+    :func:`clipping_note` says how many).
+
+    Raises
+    ------
+    InputError
+        No prompts, a slice index of another length or of a slice that does not
+        exist, a point outside the image or a box wholly outside it.
     """
     if not prompts:
         raise InputError("there are no prompts: add points or boxes (or check the prompt files).")
     height, width = layout.spatial_shape
+    out = []
     for p in prompts:
         if len(p.slice_index) != len(layout.leading_shape):
             raise InputError(
@@ -335,7 +464,32 @@ def check_prompts(prompts: Sequence[ObjectPrompt], layout) -> None:
                 f"{len(layout.leading_shape)} slice axes (labels shape {layout.labels_shape}): "
                 "the prompts were made on an image with other dimensions.")
         layout.check_index(p.slice_index)
-        p.check_bounds(height, width)
+        out.append(p.clipped_to(height, width))
+    return out
+
+
+def clip_prompts(prompts: Sequence[ObjectPrompt], layout) -> list[ObjectPrompt]:
+    """:func:`check_prompts`, warning once (:class:`~napari_hq_sam.errors.HQSamWarning`)
+    when boxes were clipped; for the functions that run prompts over an image.
+    """
+    fitted = check_prompts(prompts, layout)
+    note = clipping_note(prompts, fitted)
+    if note:
+        warnings.warn(note, HQSamWarning, stacklevel=3)
+    return fitted
+
+
+def clipping_note(before: Sequence[ObjectPrompt], after: Sequence[ObjectPrompt]) -> str | None:
+    """``"2 boxes extended past the image edge and were clipped to it."``, or None.
+
+    ``after`` is :func:`check_prompts` (or :meth:`ObjectPrompt.clipped_to`) of
+    ``before``, in the same order.
+    """
+    n = sum(a is not b for a, b in zip(before, after))
+    if not n:
+        return None
+    return (f"{n} box{'es' * (n != 1)} extended past the image edge and "
+            f"{'were' if n != 1 else 'was'} clipped to it.")
 
 
 def mask_prompt(mask: np.ndarray, index: tuple, object_id: int, extra=()):

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import InputError
 from .labels import labels_dtype, paste_masks
-from .prompts import ObjectPrompt, check_prompts
+from .prompts import ObjectPrompt, check_prompts, clip_prompts
 from .propagate import propagate_objects
 from .runner import (
     Progress,
@@ -136,6 +136,7 @@ def segment_stack(image, prompts: Sequence[ObjectPrompt], model=None, *,
     """
     start = time.perf_counter()
     plan = plan_stack(image, prompts, contrast_limits=contrast_limits, **layout_kwargs)
+    prompts = clip_prompts(prompts, plan.layout)  # boxes past the image edge are clipped
     if labels is None:
         labels = new_labels(plan.layout.labels_shape, prompts)
     check_labels(labels, plan.layout)
