@@ -45,6 +45,7 @@ from .engine.labels import masks_to_labels, remove_small_regions
 from .errors import Cancelled, InputError
 from .model import HQSam
 from .predictor import HQSamPredictor, ImageEmbedding
+from .predictor_checks import check_image, describe
 
 
 @dataclass
@@ -187,6 +188,10 @@ class AutomaticMaskGenerator:
     """
 
     def __init__(self, model: HQSam | HQSamPredictor, config: AutoMaskConfig | None = None):
+        if not isinstance(model, HQSam) and not all(
+                hasattr(model, name) for name in ("set_image", "predict_torch", "transform")):
+            raise InputError(f"model must be an HQSam (from napari_hq_sam.build_hq_sam or "
+                             f"load_model) or an HQSamPredictor, got {describe(model)}.")
         self.predictor = HQSamPredictor(model) if isinstance(model, HQSam) else model
         self.config = config or AutoMaskConfig()
 
@@ -224,9 +229,11 @@ class AutomaticMaskGenerator:
         AutoMasks
             The kept masks; ``.to_labels()`` makes a labels array.
         """
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise InputError(f"image must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
+        check_image(image, "image", self.predictor.transform.target_length)
         orig_size = image.shape[:2]
+        if embedding is not None and not isinstance(embedding, ImageEmbedding):
+            raise InputError(f"embedding must be an ImageEmbedding (from "
+                             f"HQSamPredictor.get_image_embedding), got {describe(embedding)}.")
         if embedding is not None and tuple(embedding.original_size) != orig_size:
             raise InputError(f"embedding is of an image of size {embedding.original_size}, "
                              f"not {orig_size}")

@@ -8,7 +8,17 @@ import numpy as np
 import torch
 from segment_anything import SamPredictor
 
+from .errors import InputError
 from .model import HQSam
+from .predictor_checks import (
+    check_flag,
+    check_image,
+    check_image_format,
+    check_prompts,
+    check_torch_image,
+    check_torch_prompts,
+    describe,
+)
 
 
 @dataclass
@@ -48,27 +58,56 @@ class HQSamPredictor(SamPredictor):
     once in ``set_image`` instead of on every prompt.
 
     Coordinates are (X, Y) in pixels of the original image; boxes are XYXY.
+
+    Arguments are checked at the boundary (:mod:`napari_hq_sam.predictor_checks`): a
+    wrong image or prompt raises :class:`~napari_hq_sam.errors.InputError` (a
+    ``ValueError``) naming the argument, what it must be and what was given. A float
+    image is refused, not rescaled: convert it with
+    :func:`napari_hq_sam.engine.image.to_model_image` (or ``np.uint8`` when its values
+    already are 0-255).
     """
 
     def __init__(self, model: HQSam):
         if not isinstance(model, HQSam):
-            raise TypeError("HQSamPredictor needs an HQSam model; build one with build_hq_sam().")
+            raise InputError(f"model must be an HQSam (from napari_hq_sam.build_hq_sam or "
+                             f"load_model), got {describe(model)}.")
         super().__init__(model)
 
     # -- image ------------------------------------------------------------------------------
+    def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
+        """Embed ``image``, so that masks can be predicted for it.
+
+        Parameters
+        ----------
+        image : np.ndarray
+            ``(H, W, 3)`` uint8 RGB (float images are refused: see the class docstring).
+        image_format : str
+            ``"RGB"`` or ``"BGR"`` (the channels are swapped for the latter).
+        """
+        check_image(image, "image", self.transform.target_length)
+        check_image_format(image_format)
+        super().set_image(image, image_format)
+
     @torch.no_grad()
     def set_torch_image(self, transformed_image: torch.Tensor,
                         original_image_size: tuple[int, ...]) -> None:
-        """Embed an image already resized with ``self.transform`` (1, 3, h, w), long side 1024."""
-        if not (transformed_image.ndim == 4 and transformed_image.shape[1] == 3
-                and max(transformed_image.shape[2:]) == self.model.image_encoder.img_size):
-            raise ValueError("set_torch_image input must be (1, 3, H, W) with long side "
-                             f"{self.model.image_encoder.img_size}.")
+        """Embed an image already resized with ``self.transform``.
+
+        Parameters
+        ----------
+        transformed_image : torch.Tensor
+            ``(1, 3, h, w)`` uint8 or float, values 0-255 (not normalised), long side
+            1024: ``transform.apply_image`` of the image, channels first.
+        original_image_size : tuple of int
+            ``(H, W)`` of the image before resizing.
+        """
+        size = check_torch_image(transformed_image, original_image_size,
+                                 self.model.image_encoder.img_size)
+        transformed_image = transformed_image.to(self.device)
         self.reset_image()
         embeddings, hq_features = self.model.encode(self.model.preprocess(transformed_image))
         self.set_image_embedding(ImageEmbedding(
-            embeddings, hq_features, tuple(original_image_size)[:2],
-            tuple(transformed_image.shape[-2:])))
+            embeddings, hq_features, size, tuple(transformed_image.shape[-2:])))
 
     def get_image_embedding(self) -> ImageEmbedding:
         """Return the current image's :class:`ImageEmbedding` (to cache it)."""
@@ -80,6 +119,9 @@ class HQSamPredictor(SamPredictor):
 
     def set_image_embedding(self, embedding: ImageEmbedding) -> None:
         """Restore a cached :class:`ImageEmbedding` instead of running the encoder."""
+        if not isinstance(embedding, ImageEmbedding):
+            raise InputError(f"embedding must be an ImageEmbedding (from get_image_embedding), "
+                             f"got {describe(embedding)}.")
         embedding = embedding.to(self.device)
         self.features = embedding.embeddings
         self.hq_features = embedding.hq_features
@@ -98,16 +140,16 @@ class HQSamPredictor(SamPredictor):
                 mask_input: np.ndarray | None = None, multimask_output: bool = True,
                 return_logits: bool = False, hq_token_only: bool = False,
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Predict the mask of one object from its prompts.
+        """Predict the mask of one object from its points, box and/or mask (at least one).
 
         Parameters
         ----------
         point_coords : np.ndarray, optional
-            (N, 2) points, (X, Y) in pixels of the original image.
+            (N, 2) finite points, (X, Y) in pixels of the original image.
         point_labels : np.ndarray, optional
-            (N,) 1 for a positive point, 0 for a negative one.
+            (N,) 1 for a positive point, 0 for a negative one; required with points.
         box : np.ndarray, optional
-            (4,) box, XYXY in pixels.
+            (4,) or (1, 4) box, XYXY in pixels, ``x0 <= x1`` and ``y0 <= y1``.
         mask_input : np.ndarray, optional
             (1, 256, 256) low-resolution logits from a previous call.
         multimask_output : bool
@@ -125,12 +167,18 @@ class HQSamPredictor(SamPredictor):
             (1,) SAM's predicted IoU.
         low_res_logits : np.ndarray
             (1, 256, 256) logits to pass as ``mask_input`` later.
+
+        Raises
+        ------
+        InputError
+            A prompt or flag of the wrong shape, dtype or value (see the class docstring).
         """
         self._require_image()
+        point_coords, point_labels, box, mask_input = check_prompts(
+            point_coords, point_labels, box, mask_input, self.model.prompt_encoder.mask_input_size)
+        self._check_flags(multimask_output, return_logits, hq_token_only)
         coords, labels, boxes, masks_in = None, None, None, None
         if point_coords is not None:
-            if point_labels is None:
-                raise ValueError("point_labels must be supplied if point_coords is supplied.")
             coords = self._as_tensor(self.transform.apply_coords(point_coords, self.original_size),
                                      torch.float)[None]
             labels = self._as_tensor(point_labels, torch.int)[None]
@@ -139,9 +187,8 @@ class HQSamPredictor(SamPredictor):
                                     torch.float)[None]
         if mask_input is not None:
             masks_in = self._as_tensor(mask_input, torch.float)[None]
-        masks, scores, low_res = self.predict_torch(
-            coords, labels, boxes, masks_in, multimask_output, return_logits=return_logits,
-            hq_token_only=hq_token_only)
+        masks, scores, low_res = self._predict_torch(
+            coords, labels, boxes, masks_in, multimask_output, return_logits, hq_token_only)
         return (masks[0].detach().cpu().numpy(), scores[0].detach().cpu().numpy(),
                 low_res[0].detach().cpu().numpy())
 
@@ -159,11 +206,16 @@ class HQSamPredictor(SamPredictor):
             (B, N, 2) points, (X, Y) already transformed to the 1024 input frame
             (``self.transform.apply_coords_torch``).
         point_labels : torch.Tensor or None
-            (B, N) 1 positive, 0 negative.
+            (B, N) 1 positive, 0 negative, -1 a padding point (ignored; lets prompts
+            with fewer points share the batch).
         boxes : torch.Tensor or None
-            (B, 4) XYXY boxes in the 1024 input frame (``apply_boxes_torch``).
+            (B, 4) XYXY boxes in the 1024 input frame (``apply_boxes_torch``),
+            ``x0 <= x1`` and ``y0 <= y1``.
         mask_input : torch.Tensor or None
-            (B, 1, 256, 256) low-resolution logits.
+            (B, 1, 256, 256) (or (1, 1, 256, 256) for all) low-resolution logits.
+
+        Tensors on another device are moved to the predictor's. The values are
+        checked (finite, labels, box order) in one transfer from the device.
 
         Returns
         -------
@@ -175,6 +227,21 @@ class HQSamPredictor(SamPredictor):
             (B, 1, 256, 256).
         """
         self._require_image()
+        check_torch_prompts(point_coords, point_labels, boxes, mask_input,
+                            self.model.prompt_encoder.mask_input_size)
+        self._check_flags(multimask_output, return_logits, hq_token_only)
+        point_coords, point_labels, boxes, mask_input = (
+            None if t is None else t.to(self.device)
+            for t in (point_coords, point_labels, boxes, mask_input))
+        if mask_input is not None:
+            mask_input = mask_input.to(self.model.prompt_encoder.mask_downscaling[0].weight.dtype)
+        return self._predict_torch(point_coords, point_labels, boxes, mask_input,
+                                   multimask_output, return_logits, hq_token_only)
+
+    @torch.no_grad()
+    def _predict_torch(self, point_coords, point_labels, boxes, mask_input, multimask_output,
+                       return_logits, hq_token_only):
+        """:meth:`predict_torch` on checked prompts, on the predictor's device."""
         low_res, scores = self.decode_torch(point_coords, point_labels, boxes, mask_input,
                                             multimask_output, hq_token_only)
         masks = self.model.postprocess_masks(low_res, self.input_size, self.original_size)
@@ -204,6 +271,12 @@ class HQSamPredictor(SamPredictor):
     def _require_image(self) -> None:
         if not self.is_image_set:
             raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
+
+    @staticmethod
+    def _check_flags(multimask_output, return_logits, hq_token_only) -> None:
+        check_flag(multimask_output, "multimask_output")
+        check_flag(return_logits, "return_logits")
+        check_flag(hq_token_only, "hq_token_only")
 
     def _as_tensor(self, array, dtype) -> torch.Tensor:
         return torch.as_tensor(array, dtype=dtype, device=self.device)

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from segment_anything.modeling import PromptEncoder, TwoWayTransformer
 
+from ..device import pick_device
 from ..errors import InputError
 from ..model_types import MODEL_TYPES
 from .checkpoint import load_checkpoint
@@ -75,6 +76,7 @@ def build_hq_sam(model_type: str, checkpoint: str | Path | None = None,
         The model, in eval mode, with gradients disabled for every parameter.
     """
     encoder_factory, vit_dim = MODEL_REGISTRY[check_model_type(model_type)]
+    device = pick_device(device) if device is not None else None  # before the slow load
     model = HQSam(
         model_type=model_type,
         image_encoder=encoder_factory(),
