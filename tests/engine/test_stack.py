@@ -162,3 +162,16 @@ def test_bad_images_refused_before_encoding(prompts, nuclei3d, tiny_model):
     with pytest.raises(ValueError, match="does not exist"):
         segment_stack(nuclei3d[:10], prompts, tiny_model, encode=encoder)
     assert encoder.slices == 0
+
+
+@pytest.mark.parametrize("bad", [{"box": [1, 2, 3, 4]}, "prompts.csv", np.zeros((2, 4)),
+                                 [ObjectPrompt((8,), box=[1, 1, 9, 9]), {"box": [1, 2, 3, 4]}]])
+def test_prompts_that_are_not_object_prompts_are_refused(bad, nuclei3d, tiny_model):
+    with pytest.raises(ValueError, match="ObjectPrompt"):
+        segment_stack(nuclei3d, bad, tiny_model)
+
+
+def test_one_prompt_alone_is_a_list_of_one(nuclei3d, prompts, tiny_model):
+    from napari_hq_sam.engine.stack import prompt_list
+
+    assert prompt_list(prompts[0]) == [prompts[0]]

@@ -39,7 +39,7 @@ from .runner import (
     plan_slices,
 )
 from .segmenter import SliceSegmenter
-from .stack import PromptJob, group_by_slice, new_labels, plan_stack
+from .stack import PromptJob, group_by_slice, new_labels, plan_stack, prompt_list
 
 _MODELS: dict = {}
 _SEGMENTERS: dict = {}
@@ -234,6 +234,7 @@ def segment_stack_distributed(image, prompts: Sequence[ObjectPrompt], spec: Mode
         Identical labels to a single-process run.
     """
     start = time.perf_counter()
+    prompts = prompt_list(prompts)
     plan = plan_stack(image, prompts, contrast_limits=contrast_limits, **layout_kwargs)
     prompts = clip_prompts(prompts, plan.layout)  # boxes past the image edge are clipped
     if labels is None:

@@ -39,6 +39,27 @@ def group_by_slice(prompts: Sequence[ObjectPrompt]) -> dict[tuple, list[ObjectPr
     return dict(groups)
 
 
+def prompt_list(prompts) -> list[ObjectPrompt]:
+    """``prompts`` as a list of :class:`~.prompts.ObjectPrompt` (one alone is wrapped).
+
+    Raises
+    ------
+    InputError
+        Anything else (dicts, arrays, strings), naming what was given.
+    """
+    if isinstance(prompts, ObjectPrompt):
+        return [prompts]
+    if isinstance(prompts, (str, bytes, dict)) or not isinstance(prompts, Sequence):
+        raise InputError(f"prompts must be a list of ObjectPrompt, got {type(prompts).__name__}"
+                         " (build them with napari_hq_sam.engine.prompts.ObjectPrompt, "
+                         "read_prompt_files or prompts_from_layers).")
+    wrong = [type(p).__name__ for p in prompts if not isinstance(p, ObjectPrompt)]
+    if wrong:
+        raise InputError(f"prompts must be ObjectPrompt objects; got {len(wrong)} of type "
+                         f"{wrong[0]} (build them with napari_hq_sam.engine.prompts.ObjectPrompt).")
+    return list(prompts)
+
+
 def plan_stack(image, prompts: Sequence[ObjectPrompt], **plan_kwargs) -> SlicePlan:
     """Check ``prompts`` against the image; the plan visits the prompted slices in order.
 
@@ -135,6 +156,7 @@ def segment_stack(image, prompts: Sequence[ObjectPrompt], model=None, *,
     StackResult
     """
     start = time.perf_counter()
+    prompts = prompt_list(prompts)
     plan = plan_stack(image, prompts, contrast_limits=contrast_limits, **layout_kwargs)
     prompts = clip_prompts(prompts, plan.layout)  # boxes past the image edge are clipped
     if labels is None:
