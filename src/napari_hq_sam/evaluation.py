@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from ._groundtruth import iter_slices, object_boxes
+from ._groundtruth import check_labels, iter_slices, object_boxes
+from .errors import InputError
 from .metrics import boundary_width, mean_scores, object_scores
 from .predictor import HQSamPredictor
 
@@ -101,6 +102,7 @@ def predict_box_masks(predictor: HQSamPredictor, boxes: np.ndarray,
     np.ndarray
         (N, H, W) bool masks: HQ logits only, single-mask output, thresholded at 0.
     """
+    _check_batch_size(batch_size)
     out = []
     for start in range(0, len(boxes), batch_size):
         chunk = torch.as_tensor(boxes[start:start + batch_size], dtype=torch.float,
@@ -169,9 +171,16 @@ def evaluate(model, image: np.ndarray, labels: np.ndarray, *, batch_size: int = 
     Returns
     -------
     EvaluationResult
+
+    Raises
+    ------
+    InputError
+        Labels that do not fit the image, are not whole non-negative ids or hold no
+        object (scores would be undefined); a batch size below 1.
     """
+    _check_batch_size(batch_size)
+    labels = check_labels(labels, image, require_objects=True)
     predictor = HQSamPredictor(model)
-    labels = np.asarray(labels)
     total = 1 if labels.ndim == 2 else labels.shape[0]
     scores: list[ObjectScore] = []
     for done, item in enumerate(iter_slices(image, labels)):
@@ -183,3 +192,9 @@ def evaluate(model, image: np.ndarray, labels: np.ndarray, *, batch_size: int = 
         if progress is not None:
             progress(done + 1, total)
     return EvaluationResult.from_objects(scores)
+
+
+def _check_batch_size(batch_size) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+            or batch_size < 1:
+        raise InputError(f"batch_size must be a whole number of at least 1, got {batch_size!r}.")

@@ -30,7 +30,7 @@ def parse_crop(text: str | None) -> tuple[slice, slice] | None:
 
 
 def read_pair(image_path: str, labels_path: str, crop: tuple[slice, slice] | None):
-    """Read an image and its labels into memory, cropped to the Y/X window.
+    """Read an image and its labels into memory, cropped to the Y/X window, and check them.
 
     Parameters
     ----------
@@ -43,6 +43,8 @@ def read_pair(image_path: str, labels_path: str, crop: tuple[slice, slice] | Non
     Returns
     -------
     image, labels : np.ndarray
+        The labels are whole non-negative ids with at least one object, shaped like
+        the image (:func:`~napari_hq_sam._groundtruth.check_labels`).
     """
     import numpy as np
 
@@ -55,6 +57,11 @@ def read_pair(image_path: str, labels_path: str, crop: tuple[slice, slice] | Non
         image = image[(..., *crop)] if spatial_last else image[(..., *crop, slice(None))]
     if labels.size == 0:
         raise InputError(f"the crop leaves nothing of {labels_path}.")
+    from .._groundtruth import check_labels
+
+    where = "" if crop is None else " inside --crop"
+    labels = check_labels(labels, image, name=f"labels {labels_path}{where}",
+                          image_name=f"image {image_path}{where}", require_objects=True)
     return image, labels
 
 

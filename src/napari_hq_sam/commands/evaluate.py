@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._common import parse_crop, read_pair
+from ._common import parse_crop, read_pair, require_files
 from ._options import (
     add_adapter_option,
     add_data_options,
@@ -30,11 +30,15 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..adapters import load_adapter
+    from ..adapters import check_adapter, load_adapter
     from ..evaluation import evaluate
     from ..loading import load_model
 
+    # every input is checked before the model loads: labels, checkpoint, adapter
     image, labels = read_pair(args.image, args.labels, parse_crop(args.crop))
+    require_files(args.checkpoint)
+    if args.adapter:
+        check_adapter(args.adapter, args.model, args.checkpoint)
     model = load_model(args.model, args.checkpoint, device=args.device, progress=not args.json)
     if args.adapter:
         load_adapter(model, args.adapter, base_checkpoint=args.checkpoint)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
 from ..errors import InputError, OutputError
-from ._common import parse_crop, read_pair
+from ._common import parse_crop, read_pair, require_files
 from ._options import (
     add_data_options,
     add_device_option,
@@ -43,20 +46,19 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from pathlib import Path
-
     from tqdm import tqdm
 
-    from ..adapters import save_adapter
+    from ..adapters import check_adapter_output, save_adapter
     from ..loading import load_model
     from ..training import TrainingConfig, train_hq
 
+    # everything the user gave is checked before the model loads and before training
     if len(args.image) != len(args.labels):
         raise InputError(f"give one --labels per --image ({len(args.image)} images, "
                          f"{len(args.labels)} label files).")
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise OutputError(f"{out} exists; use --overwrite to replace it.")
+    out = check_adapter_output(args.out, args.overwrite)
+    _refuse_input_as_output(out, args)
+    require_files(args.checkpoint)
     crop = parse_crop(args.crop)
     data = [read_pair(i, lab, crop) for i, lab in zip(args.image, args.labels)]
     config = TrainingConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
@@ -74,7 +76,7 @@ def run(args) -> int:
         if update.loss is not None:
             bar.set_postfix(loss=f"{update.loss:.3f}", refresh=False)
         bar.refresh()
-        if update.val is not None:
+        if update.val is not None and not math.isnan(update.val["mIoU"]):
             bar.write(f"step {update.step}: held-out mIoU {update.val['mIoU']:.4f} "
                       f"mBIoU {update.val['mBIoU']:.4f}")
 
@@ -87,11 +89,29 @@ def run(args) -> int:
                "seconds_per_step": result.seconds_per_step}
     training = {**config.to_dict(), "images": list(args.image), "labels": list(args.labels),
                 "crop": args.crop}
-    save_adapter(model, out, base_checkpoint=args.checkpoint, training=training, metrics=metrics)
+    save_adapter(model, out, base_checkpoint=args.checkpoint, training=training, metrics=metrics,
+                 overwrite=args.overwrite)
     init, best = result.initial_metrics, result.best_metrics
-    print(f"held-out mIoU {init['mIoU']:.4f} -> {best['mIoU']:.4f}, mBIoU {init['mBIoU']:.4f} -> "
-          f"{best['mBIoU']:.4f} (best step {result.best_step} of {result.steps_done}; "
-          f"{result.n_train_objects} training, {result.n_val_objects} held-out objects; "
-          f"{result.seconds_per_step:.2f} s/step)")
+    counts = (f"{result.n_train_objects} training, {result.n_val_objects} held-out objects; "
+              f"{result.seconds_per_step:.2f} s/step")
+    if result.n_val_objects:
+        print(f"held-out mIoU {init['mIoU']:.4f} -> {best['mIoU']:.4f}, mBIoU "
+              f"{init['mBIoU']:.4f} -> {best['mBIoU']:.4f} (best step {result.best_step} of "
+              f"{result.steps_done}; {counts})")
+    else:
+        print(f"held-out mIoU not measured (no held-out objects): kept the last step, "
+              f"step {result.steps_done} ({counts})")
     print(f"adapter written: {out}")
     return 0
+
+
+def _refuse_input_as_output(out: Path, args) -> None:
+    """An --out that names an input file would replace it (with --overwrite): refuse."""
+    if not out.exists():
+        return
+    for flag, paths in (("--image", args.image), ("--labels", args.labels),
+                        ("--checkpoint", [args.checkpoint] if args.checkpoint else [])):
+        for path in paths:
+            if Path(path).exists() and out.samefile(path):
+                raise OutputError(f"--out {out} is the {flag} file: choose another file name "
+                                  "for the adapter.")

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+
+import numpy as np
 
 from ..errors import InputError
 
@@ -33,13 +37,32 @@ class TrainingConfig:
     seed: int = 0  # objects split, prompt sampling and batch order
 
     def __post_init__(self):
-        if self.steps < 1 or self.batch_size < 1:
-            raise InputError("steps and batch_size must be at least 1.")
+        at_least_one = ("steps", "batch_size", "n_points", "mask_noise_scale", "loss_points",
+                        "max_val_objects", "eval_every")
+        for name in at_least_one:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise InputError(f"{name} must be a whole number of at least 1, got {value!r}.")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) \
+                or self.seed < 0:
+            raise InputError(f"seed must be a whole number of at least 0, got {self.seed!r}.")
+        _check_number("lr", self.lr, lambda v: v > 0, "above 0")
+        _check_number("lr_drop_at", self.lr_drop_at, lambda v: 0 <= v <= 1, "from 0 to 1")
+        _check_number("val_fraction", self.val_fraction, lambda v: 0 <= v < 1,
+                      "at least 0 and below 1")
+        _check_number("oversample_ratio", self.oversample_ratio, lambda v: v >= 1,
+                      "at least 1")
+        _check_number("importance_ratio", self.importance_ratio, lambda v: 0 <= v <= 1,
+                      "from 0 to 1")
+        _check_number("mask_prompt_logit", self.mask_prompt_logit, lambda v: v > 0, "above 0")
+        if self.mask_noise_scale > 256:
+            raise InputError(f"mask_noise_scale must be at most 256 (the mask prompt's size), "
+                             f"got {self.mask_noise_scale}.")
+        if isinstance(self.prompt_kinds, str):
+            self.prompt_kinds = (self.prompt_kinds,)
         unknown = set(self.prompt_kinds) - {"box", "points", "mask"}
         if unknown or not self.prompt_kinds:
             raise InputError(f"prompt_kinds must be among box, points, mask; got {unknown}.")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise InputError("val_fraction must be in [0, 1).")
         self.prompt_kinds = tuple(self.prompt_kinds)
 
     def to_dict(self) -> dict:
@@ -47,3 +70,10 @@ class TrainingConfig:
         data = asdict(self)
         data["prompt_kinds"] = list(self.prompt_kinds)
         return data
+
+
+def _check_number(name: str, value, ok: Callable[[float], bool], rule: str) -> None:
+    """Refuse a setting that is not a finite number satisfying ``ok`` (``rule`` in words)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) \
+            or not math.isfinite(value) or not ok(value):
+        raise InputError(f"{name} must be a finite number {rule}, got {value!r}.")

@@ -68,7 +68,8 @@ def collect_slices(data: Sequence[tuple]) -> list[LabeledSlice]:
                              "(image, labels, prompt_boxes).")
         slices += [s for s in iter_slices(*item) if s.labels.any()]
     if not slices:
-        raise InputError("The training labels hold no objects.")
+        raise InputError("The training labels hold no objects (every value is 0): give labels "
+                         "with at least one object.")
     return slices
 
 

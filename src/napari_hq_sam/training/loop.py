@@ -11,6 +11,7 @@ import torch
 from segment_anything.utils.transforms import ResizeLongestSide
 
 from ..adapters import hq_state_dict
+from ..errors import InputError
 from ..evaluation import EvaluationResult, score_slice
 from ..model import HQSam
 from ..predictor import HQSamPredictor, ImageEmbedding
@@ -81,6 +82,13 @@ def train_hq(model: HQSam, data: Sequence[tuple[np.ndarray, np.ndarray]],
     Returns
     -------
     TrainingResult
+
+    Raises
+    ------
+    InputError
+        Labels that do not fit their image, are not whole non-negative ids, or hold
+        no object (checked before any model work); a loss that became NaN or
+        infinite (the model then holds the best finite step).
     """
     config = config or TrainingConfig()
     rng = np.random.default_rng(config.seed)
@@ -120,6 +128,12 @@ def train_hq(model: HQSam, data: Sequence[tuple[np.ndarray, np.ndarray]],
             chosen = rng.choice(len(objects), size=min(config.batch_size, len(objects)),
                                 replace=False)
             loss = train_step(model, [objects[j] for j in chosen], config, rng, gen)
+            if not bool(torch.isfinite(loss)):
+                # an update from it would make every HQ weight NaN: keep the best finite state
+                model.load_state_dict(best_state, strict=False)
+                raise InputError(f"training diverged at step {step} (the loss is "
+                                 f"{float(loss.detach())}): train again with a lower learning rate "
+                                 f"than {config.lr:g}.")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
