@@ -54,3 +54,11 @@ def test_needs_layers(make_napari_viewer):
     w = HQSamTrainingWidget(make_napari_viewer())
     w.start_training()
     assert not w.runner.busy and "Choose an image layer" in w.status.text()
+
+
+def test_unwritable_adapter_is_refused_before_training(widget, tmp_path):
+    (tmp_path / "a_folder.pt").mkdir()
+    widget.adapter_edit.setText(str(tmp_path / "a_folder.pt"))
+    widget.start_training()
+    assert not widget.runner.busy  # nothing started: no model load, no training
+    assert widget.status.text().startswith("Error:") and "a_folder.pt" in widget.status.text()

@@ -24,6 +24,7 @@ from qtpy.QtWidgets import (
     QSpinBox,
 )
 
+from ..adapters import check_adapter_output
 from ..errors import InputError
 from ._dock import row
 from ._plugin_dock import PluginDock
@@ -95,8 +96,12 @@ class HQSamTrainingWidget(PluginDock):
         """Train in a worker thread; the adapter file is written when it finishes."""
         settings = {"adapter": self.adapter_edit.text().strip(),
                     "steps": self.steps_spin.value(), "batch_size": self.batch_spin.value()}
-        if not settings["adapter"]:
-            self.task_panel.show_error(InputError("Give an adapter file to write."))
+        try:
+            if not settings["adapter"]:
+                raise InputError("Give an adapter file to write.")
+            check_adapter_output(settings["adapter"], overwrite=True)  # before any training
+        except (InputError, OSError) as exc:
+            self.task_panel.show_error(exc)
             return
         self._start(lambda data: _train_task(self.session, settings, data), "Training",
                     "steps")
