@@ -15,9 +15,10 @@ import importlib
 import shlex
 import sys
 import traceback
+import warnings
 
 from . import __version__
-from .errors import HQSamError
+from .errors import HQSamError, HQSamWarning
 
 SUBCOMMAND_MODULES = (
     "download",
@@ -64,12 +65,24 @@ def bug_report(argv: list[str]) -> str:
             "traceback above.")
 
 
+def _warning_line(command: str, show_other):
+    """``warnings.showwarning`` printing this package's warnings as one line each."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, HQSamWarning):
+            print(f"hqsam {command}: warning: {message}", file=sys.stderr)
+        else:
+            show_other(message, category, filename, lineno, file, line)
+    return show
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one subcommand; returns the exit status (see the module docstring)."""
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _warning_line(args.command, warnings.showwarning)
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("hqsam: interrupted", file=sys.stderr)
         return 130

@@ -75,6 +75,26 @@ def require_files(*paths: str | None) -> None:
             raise MissingFileError(f"{path} does not exist.")
 
 
+def run_cache(args):
+    """This process's embedding cache of a run with ``--cache``, else None.
+
+    None too on Dask (``--workers``, ``--scheduler``): the workers hold their caches
+    and print their own warnings.
+    """
+    if not getattr(args, "cache", None) or args.workers or args.scheduler:
+        return None
+    from ..engine.distributed import worker_segmenter
+
+    return worker_segmenter(model_spec(args)).cache
+
+
+def cache_report(args) -> str:
+    """``"; <what went wrong with --cache>"`` for a run's summary line, or ``""``."""
+    cache = run_cache(args)
+    text = "" if cache is None else cache.report()
+    return f"; {text}" if text else ""
+
+
 def model_spec(args):
     """The :class:`~napari_hq_sam.engine.distributed.ModelSpec` of the parsed options.
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._common import model_spec, require_files
+from ._common import cache_report, model_spec, require_files
 from ._options import (
     add_cache_option,
     add_dask_options,
@@ -95,7 +95,7 @@ def run(args) -> int:
     seconds = time.perf_counter() - start
     n = len(result.slices)
     print(f"segmented {n} slices, {result.objects} objects in {seconds:.1f} s "
-          f"({seconds / max(n, 1):.2f} s per slice)")
+          f"({seconds / max(n, 1):.2f} s per slice){cache_report(args)}")
     print(f"wrote {out}: labels {result.labels.shape} {result.labels.dtype}")
     return 0
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import itertools
 
-from ..errors import InputError
-from ._common import model_spec, require_files
+from ..errors import InputError, OutputError
+from ._common import cache_report, model_spec, require_files, run_cache
 from ._options import (
     add_adapter_option,
     add_batch_size_option,
@@ -69,6 +69,11 @@ def run(args) -> int:
     require_files(args.checkpoint, args.adapter)
     check_cache_folder(args)
     result = _embed(args, image, plan)
+    cache = run_cache(args)
+    if cache is not None and cache.write_error is not None:
+        raise OutputError(f"cache folder {args.cache}: embeddings cannot be stored there "
+                          f"({cache.write_error}); free some space or choose a folder you can "
+                          "write to, and run again (stored slices are skipped).")
     n = len(result.slices)
     where = (f"{args.workers} local workers" if args.workers else
              f"scheduler {args.scheduler}" if args.scheduler else "1 process")
@@ -76,7 +81,7 @@ def run(args) -> int:
     print(f"embedded {n} slice{'s' * (n != 1)} in {result.seconds:.1f} s "
           f"({result.seconds / max(n, 1):.2f} s per slice, {where}); embeddings: "
           f"{result.computed} computed, {result.reused} reused; contrast limits {_number(lo)} "
-          f"{_number(hi)}; cache {args.cache}")
+          f"{_number(hi)}; cache {args.cache}{cache_report(args)}")
     return 0
 
 
@@ -203,7 +208,9 @@ def _embed(args, image, plan):
             logging.getLogger("distributed").setLevel(logging.ERROR)
             return embed_stack_distributed(image, spec, scheduler=args.scheduler,
                                            n_workers=args.workers, **common)
-        return embed_stack(image, segmenter=worker_segmenter(spec),
-                           batch_size=args.batch_size, **common)
+        segmenter = worker_segmenter(spec)
+        # the folder is this command's output: once it cannot be written, embedding is futile
+        return embed_stack(image, segmenter=segmenter, batch_size=args.batch_size,
+                           should_stop=lambda: segmenter.cache.write_error is not None, **common)
     finally:
         bar.close()

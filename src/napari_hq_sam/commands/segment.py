@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._common import model_spec, require_files
+from ._common import cache_report, model_spec, require_files
 from ._options import (
     add_adapter_option,
     add_cache_option,
@@ -132,5 +132,5 @@ def _summary(args, result, out, layout, labels) -> None:
     print(f"segmented {n} slice{'s' * (n != 1)}, {result.objects} object"
           f"{'s' * (result.objects != 1)} in {result.seconds:.1f} s "
           f"({per_slice:.2f} s per slice, {where}); embeddings: {result.computed} computed, "
-          f"{result.reused} reused{cache}")
+          f"{result.reused} reused{cache}{cache_report(args)}")
     print(f"wrote {out}: labels {layout.labels_shape} {labels.dtype}")

@@ -7,6 +7,7 @@ Submodules (import them directly; nothing here imports napari or Qt):
 - :mod:`.prompt_files`: reading napari CSV exports and the JSON prompt form, writing JSON.
 - :mod:`.encoder`: the one path to the image encoder, batch sizes decided there.
 - :mod:`.cache`: :class:`~.cache.EmbeddingCache`, in-memory LRU and on-disk zarr.
+- :mod:`.cache_folder`: :class:`~.cache_folder.CacheFolder`, verified entries of a cache folder.
 - :mod:`.segmenter`: :class:`~.segmenter.SliceSegmenter`, embeddings + many prompts per slice.
 - :mod:`.runner`: the one slice runner (:func:`~.runner.run_slices`), its
   :class:`~.runner.StackResult` and its progress/cancel conventions.

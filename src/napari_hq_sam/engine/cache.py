@@ -6,25 +6,25 @@ embedding ``(1, 256, 64, 64)`` and the HQ feature ``(1, 32, 256, 256)``, float32
 
 A whole cache belongs to one *signature*: model type, sha256 of the checkpoint,
 sha256 of the adapter (if any), encoder precision and package version. A disk
-folder records its signature when created and refuses any other model.
+folder (:class:`~.cache_folder.CacheFolder`, where its layout is described) records
+its signature when created and refuses any other model.
 
-On disk (zarr v3)::
-
-    CACHE/zarr.json              root group, attributes {"signature": {...}}
-    CACHE/<key>/                 one group per slice: embeddings, hq_features arrays,
-                                 attributes original_size, input_size
-
-An entry is written to a hidden temporary group and renamed into place when
-complete, so a killed run leaves only whole entries; a rerun reuses them (resume).
+Every disk entry is verified when read. One that is not whole (a chunk missing or
+truncated, flipped bytes, damaged metadata) or that was written before entries had a
+checksum is never used: it is a miss, so the caller recomputes the embedding and
+:meth:`EmbeddingCache.put` replaces the entry; a :class:`CacheWarning` says so once
+per entry (once in all for entries of the older format), and :meth:`EmbeddingCache.report`
+sums it up for a run's summary. Entries are written whole or not at all, so a killed
+run leaves only whole entries and a rerun reuses them (resume). A write that fails
+(disk full, no permission) leaves nothing behind and is said once; the run goes on
+with the embedding in memory, and nothing more is written to that folder.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
 import threading
-import uuid
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 
@@ -32,9 +32,14 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..errors import InputError
+from ..errors import HQSamWarning, InputError
 from ..predictor import ImageEmbedding
 from ..weights import file_sha256
+from .cache_folder import OUTDATED, CacheFolder, reason
+
+
+class CacheWarning(HQSamWarning):
+    """An on-disk embedding cache had a damaged entry or could not be written; the run goes on."""
 
 
 def weights_sha256(module: torch.nn.Module) -> str:
@@ -93,6 +98,25 @@ class EmbeddingCache:
         Embeddings kept in memory (about 12 MB each).
     directory : str or Path, optional
         zarr folder for persistent entries (created if missing).
+
+    Attributes
+    ----------
+    damaged : int
+        Disk entries found damaged (each recomputed and replaced when used).
+    outdated : int
+        Disk entries found without a checksum, of an earlier version (likewise).
+    unstored : int
+        Embeddings that could not be written to the folder.
+    write_error : str or None
+        Why the first write failed; after it, nothing more is written.
+
+    Raises
+    ------
+    InputError
+        ``directory`` is a file, a folder that is not an embedding cache, another
+        model's cache, or one whose own metadata is damaged.
+    OutputError
+        ``directory`` cannot be created.
     """
 
     def __init__(self, signature: dict | None = None, *, max_items: int = 8,
@@ -103,19 +127,25 @@ class EmbeddingCache:
         self.signature = None if signature is None else dict(signature)
         self.max_items = int(max_items)
         self.directory = None if directory is None else Path(directory)
+        self.damaged = self.outdated = self.unstored = 0
+        self.write_error: str | None = None
         self._memory: OrderedDict[str, ImageEmbedding] = OrderedDict()
+        self._bad: set[str] = set()  # disk entries found unusable and not replaced yet
         self._lock = threading.Lock()
-        if self.directory is not None:
-            self._open_directory()
+        self._folder = (None if directory is None
+                        else CacheFolder(self.directory, self.signature))
 
-    # -- public --------------------------------------------------------------------------
     def get(self, key: str) -> ImageEmbedding | None:
-        """The embedding stored under ``key`` (on the CPU), or None."""
+        """The embedding stored under ``key`` (on the CPU), or None (also for a bad entry)."""
         with self._lock:
             if key in self._memory:
                 self._memory.move_to_end(key)
                 return self._memory[key]
-        embedding = self._read(key) if self.directory is not None else None
+            if self._folder is None or key in self._bad:
+                return None
+        embedding, problem = self._folder.read(key)
+        if problem is not None:
+            self._reject(key, problem)
         if embedding is None:
             return None
         with self._lock:
@@ -123,78 +153,110 @@ class EmbeddingCache:
         return embedding
 
     def put(self, key: str, embedding: ImageEmbedding) -> None:
-        """Store ``embedding`` under ``key`` in memory and, if configured, on disk."""
+        """Store ``embedding`` under ``key`` in memory and, if configured, on disk.
+
+        A disk entry found bad is replaced; a whole one (another writer's) is kept.
+        A failed write is said once and leaves nothing behind.
+        """
         embedding = embedding.to("cpu")
         with self._lock:
             self._remember(key, embedding)
-        if self.directory is not None and not (self.directory / key).exists():
-            self._write(key, embedding)
+            if self._folder is None:
+                return
+            if self.write_error is not None:
+                self.unstored += 1
+                return
+            replace = key in self._bad
+        if not replace and self._folder.has(key):
+            return
+        try:
+            self._folder.write(key, embedding, replace)
+        except OSError as exc:
+            self._write_failed(exc)
+            return
+        with self._lock:
+            self._bad.discard(key)
 
     def stored_keys(self) -> list[str]:
-        """Keys of complete entries on disk."""
-        if self.directory is None:
-            return []
-        return sorted(p.name for p in self.directory.iterdir()
-                      if p.is_dir() and not p.name.startswith(".")
-                      and (p / "zarr.json").is_file())
+        """Keys of the whole-looking entries on disk, sorted.
 
-    # -- internals -----------------------------------------------------------------------
+        An entry counts when its metadata reads and its files have their recorded
+        sizes (its checksum is verified when it is read); others are reported as in
+        :meth:`get` and left out, so they are recomputed.
+        """
+        if self._folder is None:
+            return []
+        keys = []
+        for key in self._folder.keys():
+            with self._lock:
+                if key in self._bad:
+                    continue
+            problem = self._folder.inspect(key)[1]
+            if problem is None:
+                keys.append(key)
+            else:
+                self._reject(key, problem)
+        return keys
+
+    def report(self) -> str:
+        """What went wrong with the folder so far, for a run's summary ('' if nothing).
+
+        E.g. ``"1 damaged entry recomputed; 3 embeddings not stored (No space left on
+        device)"``.
+        """
+        parts = []
+        if self.damaged:
+            parts.append(f"{_count(self.damaged, 'damaged entry', 'damaged entries')} "
+                         "recomputed")
+        if self.outdated:
+            parts.append(f"{_count(self.outdated, 'entry', 'entries')} without checksum "
+                         "(older version) recomputed")
+        if self.unstored:
+            parts.append(f"{_count(self.unstored, 'embedding', 'embeddings')} not stored "
+                         f"({self.write_error})")
+        return "; ".join(parts)
+
     def _remember(self, key: str, embedding: ImageEmbedding) -> None:
         self._memory[key] = embedding
         self._memory.move_to_end(key)
         while len(self._memory) > self.max_items:
             self._memory.popitem(last=False)
 
-    def _open_directory(self) -> None:
-        import zarr
+    def _reject(self, key: str, problem: str) -> None:
+        """Count and report an unusable entry once; it is a miss until replaced."""
+        first = False
+        with self._lock:
+            if key in self._bad:
+                return
+            self._bad.add(key)
+            if problem == OUTDATED:
+                self.outdated += 1
+                first = self.outdated == 1
+            else:
+                self.damaged += 1
+        if problem != OUTDATED:
+            _warn(f"cache {self.directory}: entry {key} is damaged ({problem}); its "
+                  "embedding is recomputed and the entry replaced.")
+        elif first:
+            _warn(f"cache {self.directory}: its entries were written by an older version of "
+                  "napari-hq-sam without checksums and cannot be verified; each is recomputed "
+                  "and replaced when used.")
 
-        root = self.directory
-        if (root / "zarr.json").is_file():
-            stored = dict(zarr.open_group(str(root), mode="r").attrs.get("signature", {}))
-            if stored != self.signature:
-                raise InputError(_mismatch_message(root, stored, self.signature))
-        elif root.exists() and any(root.iterdir()):
-            raise InputError(f"cache folder {root} exists but is not an embedding cache: "
-                             "choose an empty or new folder.")
-        else:
-            zarr.open_group(str(root), mode="w").attrs["signature"] = self.signature
-
-    def _read(self, key: str) -> ImageEmbedding | None:
-        import zarr
-
-        path = self.directory / key
-        if not (path / "zarr.json").is_file():
-            return None
-        group = zarr.open_group(str(path), mode="r")
-        return ImageEmbedding(torch.from_numpy(np.asarray(group["embeddings"][...])),
-                              torch.from_numpy(np.asarray(group["hq_features"][...])),
-                              tuple(group.attrs["original_size"]),
-                              tuple(group.attrs["input_size"]))
-
-    def _write(self, key: str, embedding: ImageEmbedding) -> None:
-        import zarr
-
-        tmp = self.directory / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
-        group = zarr.open_group(str(tmp), mode="w")
-        for name in ("embeddings", "hq_features"):
-            data = getattr(embedding, name).numpy().astype(np.float32, copy=False)
-            group.create_array(name, shape=data.shape, dtype=data.dtype,
-                               chunks=data.shape)[...] = data
-        group.attrs.update({"original_size": list(embedding.original_size),
-                            "input_size": list(embedding.input_size)})
-        try:
-            os.rename(tmp, self.directory / key)
-        except OSError:  # another worker stored the same slice first
-            shutil.rmtree(tmp, ignore_errors=True)
+    def _write_failed(self, exc: OSError) -> None:
+        why = reason(exc)
+        with self._lock:
+            self.unstored += 1
+            first = self.write_error is None
+            if first:
+                self.write_error = why
+        if first:
+            _warn(f"cache {self.directory}: embeddings cannot be stored there ({why}); the "
+                  "run goes on with them in memory and stores no more in this folder.")
 
 
-def _mismatch_message(root: Path, stored: dict, wanted: dict) -> str:
-    diffs = [f"{k}: {_short(stored.get(k))} in the cache vs {_short(wanted.get(k))} now"
-             for k in sorted(set(stored) | set(wanted)) if stored.get(k) != wanted.get(k)]
-    return (f"cache folder {root} holds embeddings of another model or version "
-            f"({'; '.join(diffs)}): use another cache folder or delete this one.")
+def _warn(message: str) -> None:
+    warnings.warn(message, CacheWarning, stacklevel=3)
 
 
-def _short(value) -> str:
-    text = str(value)
-    return text[:12] + "…" if len(text) > 16 else text
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
