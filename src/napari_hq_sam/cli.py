@@ -4,16 +4,21 @@ Subcommands live in :mod:`napari_hq_sam.commands`, one module each, exposing
 ``register(subparsers)`` which adds a parser whose ``func`` runs the command.
 
 Exit status: 0 done, 2 an error the user can fix (one line on stderr), 1 a bug
-(traceback and where to report it), 130 interrupted.
+(traceback and where to report it), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM,
+handled like Ctrl-C: temporary outputs are removed, embeddings already stored in a
+cache folder stay there for a rerun).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import importlib
 import shlex
+import signal
 import sys
+import threading
 import traceback
 import warnings
 
@@ -75,16 +80,51 @@ def _warning_line(command: str, show_other):
     return show
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that a run unwinds as on Ctrl-C."""
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """While inside, SIGTERM raises :class:`Terminated` (once: a second one is ignored,
+    so the cleanup it started can finish)."""
+    if (not hasattr(signal, "SIGTERM")
+            or threading.current_thread() is not threading.main_thread()):
+        yield
+        return
+
+    def terminate(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stopped_line(args, word: str) -> str:
+    """What an interrupted run says: that it stopped, and what it kept for a rerun."""
+    cache = getattr(args, "cache", None)
+    kept = (f"; embeddings stored so far stay in {cache}: the same command resumes from them"
+            if cache else "")
+    return f"hqsam: {word}{kept}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one subcommand; returns the exit status (see the module docstring)."""
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     args = build_parser().parse_args(argv)
     try:
-        with warnings.catch_warnings():
+        with _sigterm_interrupts(), warnings.catch_warnings():
             warnings.showwarning = _warning_line(args.command, warnings.showwarning)
             return int(args.func(args) or 0)
+    except Terminated:
+        print(_stopped_line(args, "terminated (SIGTERM)"), file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
-        print("hqsam: interrupted", file=sys.stderr)
+        print(_stopped_line(args, "interrupted"), file=sys.stderr)
         return 130
     except Exception as exc:
         if is_user_error(exc):

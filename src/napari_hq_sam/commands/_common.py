@@ -68,11 +68,120 @@ def read_pair(image_path: str, labels_path: str, crop: tuple[slice, slice] | Non
 def require_files(*paths: str | None) -> None:
     """Raise a :class:`~napari_hq_sam.errors.MissingFileError` for a named file that is absent.
 
-    Checked before the model loads, so a typo costs no waiting; None is skipped.
+    Checked before the model loads, so a typo costs no waiting; None is skipped. A
+    folder where a file is wanted is an :class:`~napari_hq_sam.errors.InputError`.
     """
     for path in paths:
-        if path is not None and not Path(path).is_file():
+        if path is None:
+            continue
+        if Path(path).is_dir():
+            raise InputError(f"{path} is a folder, not a file: give the file itself.")
+        if not Path(path).is_file():
             raise MissingFileError(f"{path} does not exist.")
+
+
+def require_model_files(args) -> None:
+    """The ``--checkpoint`` and ``--adapter`` files exist (checked before the model loads).
+
+    A checkpoint folder is refused with the name of the file to give.
+    """
+    from ..model_types import REGISTRY
+
+    checkpoint = args.checkpoint
+    if checkpoint is not None and Path(checkpoint).is_dir():
+        name = REGISTRY[args.model].filename
+        inside = Path(checkpoint) / name
+        which = (f"e.g. {inside}" if inside.is_file() else
+                 f"the official {args.model} file is {name}, from `hqsam download {args.model}`")
+        raise InputError(f"--checkpoint {checkpoint} is a folder, not a file: give the "
+                         f"checkpoint file itself ({which}).")
+    require_files(checkpoint, getattr(args, "adapter", None))
+
+
+def run_inputs(args) -> list[tuple[str, str | None]]:
+    """Every path a run reads, as ``(what, path)``: image, prompt files, checkpoint,
+    adapter, cache folder. An output may be none of them
+    (:func:`~napari_hq_sam.engine.io.check_output`).
+    """
+    return [("image", getattr(args, "image", None)),
+            *(("prompt file", p) for p in getattr(args, "prompts", None) or ()),
+            ("checkpoint", getattr(args, "checkpoint", None)),
+            ("adapter", getattr(args, "adapter", None)),
+            ("--cache folder", getattr(args, "cache", None))]
+
+
+def check_cache_not_input(args) -> None:
+    """The ``--cache`` folder (written by the run) is none of its inputs, nor inside one."""
+    from ..engine.io import check_not_input
+
+    if getattr(args, "cache", None) is not None:
+        inputs = [pair for pair in run_inputs(args) if pair[0] != "--cache folder"]
+        check_not_input(args.cache, inputs, name="--cache folder", flag="--cache")
+
+
+def check_memory(image, layout, contrast_limits, *, labels=None, labels_copies: int = 1,
+                 contrast_method: str = "minmax", remote: bool = False) -> None:
+    """Refuse a run whose arrays cannot fit in this machine's memory, before any work.
+
+    Parameters
+    ----------
+    image : array-like
+        The image as :func:`~napari_hq_sam.engine.io.read_image` opened it.
+    layout : ImageLayout
+        Its layout.
+    contrast_limits : (lo, hi) or None
+        The run's limits (None: napari's default, read from a sample).
+    labels : (str, shape, dtype, str) or None
+        A labels array held in memory: its output, shape, dtype and what to do
+        instead; None when the labels are written slice by slice (a .zarr output).
+    labels_copies : int
+        Arrays of that size held at once (2 while stitching builds new labels).
+    contrast_method : str
+        ``"percentile"`` reads the whole image into memory.
+    remote : bool
+        Slices are converted on a Dask cluster elsewhere: only this machine's own
+        arrays are checked.
+    """
+    import numpy as np
+
+    from ..engine.image import selected_channel
+    from ..engine.resources import (
+        array_bytes,
+        available_memory,
+        size_text,
+        slice_conversion_bytes,
+    )
+
+    free = available_memory()
+    if free is None:
+        return
+    h, w = layout.spatial_shape
+    convert = 0 if remote else slice_conversion_bytes((h, w), image.dtype, layout.rgb,
+                                                      contrast_limits)
+    if convert > free:
+        fits = int(free / (convert / (h * w)))
+        raise InputError(f"a slice of {h} x {w} pixels needs about {size_text(convert)} of "
+                         f"memory to become the model's input, {size_text(free)} available "
+                         f"(slices up to about {fits:,} pixels fit on this machine): crop or "
+                         "downsample the image first.")
+    held = 0
+    if labels is not None:
+        out, shape, dtype, instead = labels
+        held = labels_copies * array_bytes(shape, dtype)
+        if held + convert > free:
+            also = "" if held > free else f" ({size_text(held + convert)} with a slice)"
+            copies = f" ({labels_copies} copies)" if labels_copies > 1 else ""
+            raise InputError(f"the labels of {out} ({tuple(shape)} {np.dtype(dtype)}) take "
+                             f"{size_text(held)} of memory{copies}{also}, {size_text(free)} "
+                             f"available: {instead}")
+    if contrast_limits is None and contrast_method == "percentile":
+        channel = selected_channel(image, layout)
+        need = 2 * array_bytes(channel.shape, channel.dtype)  # the data and a sorted copy
+        if held + need > free:
+            raise InputError(f"--contrast percentile reads the whole image into memory "
+                             f"({size_text(need)} with its sorted copy), "
+                             f"{size_text(free - held)} available: give --contrast-limits "
+                             "LOW HIGH, or use --contrast minmax (read from a sample).")
 
 
 def run_cache(args):

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from ._common import cache_report, model_spec, require_files
+from ._common import (
+    cache_report,
+    check_cache_not_input,
+    check_memory,
+    model_spec,
+    require_model_files,
+    run_inputs,
+)
 from ._options import (
     add_cache_option,
     add_dask_options,
@@ -81,13 +88,22 @@ def run(args) -> int:
 
     from ..engine import io
     from ..engine.image import describe_layout
+    from ..engine.labels import LABELS_DTYPE
 
     # Everything the user can get wrong is checked before the model loads.
-    out = io.check_output(args.out, args.overwrite)
+    out = io.check_output(args.out, args.overwrite, inputs=run_inputs(args))
+    check_cache_not_input(args)
     image = io.read_image(args.image)
     layout = describe_layout(image.shape, rgb=args.rgb, channel_axis=args.channel_axis,
                              channel=args.channel, axes=args.axes)
-    require_files(args.checkpoint)
+    # the labels of every slice stay in memory (twice while stitching through z)
+    in_memory = (out, layout.labels_shape, LABELS_DTYPE, "hqsam auto holds the labels of "
+                 "every slice in memory: crop or downsample the image, or use a machine with "
+                 "more memory.")
+    check_memory(image, layout, args.contrast_limits, labels=in_memory,
+                 labels_copies=2 if args.stitch else 1, remote=bool(args.scheduler))
+    io.check_output_space(out, layout.labels_shape, LABELS_DTYPE)
+    require_model_files(args)
     config = config_from_args(args)
     start = time.perf_counter()
     result = _segment(args, image, layout, config)

@@ -10,7 +10,14 @@ from __future__ import annotations
 import itertools
 
 from ..errors import InputError, OutputError
-from ._common import cache_report, model_spec, require_files, run_cache
+from ._common import (
+    cache_report,
+    check_cache_not_input,
+    check_memory,
+    model_spec,
+    require_model_files,
+    run_cache,
+)
 from ._options import (
     add_adapter_option,
     add_batch_size_option,
@@ -60,13 +67,16 @@ def run(args) -> int:
 
     # Everything the user can get wrong is checked before the model loads.
     _check_options(args)
+    check_cache_not_input(args)
     image = io.read_image(args.image)
     layout = describe_layout(image.shape, rgb=args.rgb, channel_axis=args.channel_axis,
                              channel=args.channel, axes=args.axes)
     slices = None if args.slices is None else parse_slices(args.slices, layout.leading_shape)
+    check_memory(image, layout, args.contrast_limits, contrast_method=args.contrast,
+                 remote=bool(args.scheduler))
     plan = plan_slices(image, layout=layout, contrast_limits=contrast_limits(args, image, layout),
                        slices=slices)
-    require_files(args.checkpoint, args.adapter)
+    require_model_files(args)
     check_cache_folder(args)
     result = _embed(args, image, plan)
     cache = run_cache(args)

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from ._common import cache_report, model_spec, require_files
+from ._common import (
+    cache_report,
+    check_cache_not_input,
+    check_memory,
+    model_spec,
+    require_model_files,
+    run_inputs,
+)
 from ._options import (
     add_adapter_option,
     add_cache_option,
@@ -55,28 +62,36 @@ def run(args) -> int:
     from ..engine import io
     from ..engine.image import default_contrast_limits, describe_layout, selected_channel
     from ..engine.prompt_files import read_prompt_files
-    from ..engine.stack import plan_stack
+    from ..engine.stack import plan_stack, prompts_dtype
 
     # Everything the user can get wrong is checked before the model loads.
-    out = io.check_output(args.out, args.overwrite)
+    out = io.check_output(args.out, args.overwrite, inputs=run_inputs(args))
+    check_cache_not_input(args)
     image = io.read_image(args.image)
     prompts = read_prompt_files(args.prompts)
     layout = describe_layout(image.shape, rgb=args.rgb, channel_axis=args.channel_axis,
                              channel=args.channel, axes=args.axes)
     limits = tuple(args.contrast_limits) if args.contrast_limits else None
+    dtype, to_zarr = prompts_dtype(prompts), out.suffix.lower() == ".zarr"
+    in_memory = None if to_zarr else (out, layout.labels_shape, dtype, (
+        "write them to a .zarr output instead (--out NAME.zarr), filled slice by slice."))
+    check_memory(image, layout, limits, labels=in_memory, contrast_method=args.contrast,
+                 remote=bool(args.scheduler))
+    io.check_output_space(out, layout.labels_shape, dtype)
     if limits is None and args.contrast == "percentile":
         limits = default_contrast_limits(selected_channel(image, layout), "percentile")
     plan = plan_stack(image, prompts, layout=layout, contrast_limits=limits)
     layout, limits = plan.layout, plan.contrast_limits
-    require_files(args.checkpoint, args.adapter)
+    require_model_files(args)
     tmp = io.partial_path(out)
     try:
-        labels = _empty_labels(out, tmp, layout, prompts)
-        result = _segment(args, image, prompts, layout, limits, labels)
-        if out.suffix.lower() == ".zarr":
-            io.commit_output(tmp, out, args.overwrite)
-        else:
-            io.write_labels(out, labels, args.overwrite)
+        with io.disk_full_is_output_error(out):
+            labels = _empty_labels(out, tmp, layout, prompts)
+            result = _segment(args, image, prompts, layout, limits, labels)
+            if to_zarr:
+                io.commit_output(tmp, out, args.overwrite)
+            else:
+                io.write_labels(out, labels, args.overwrite)
     finally:
         io.remove_partial(tmp)
     _summary(args, result, out, layout, labels)

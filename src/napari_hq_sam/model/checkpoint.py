@@ -42,9 +42,17 @@ def read_state_dict(path: str | Path, model_type: str | None = None
     MissingFileError
         The file does not exist.
     CheckpointError
-        The file is truncated, not a PyTorch checkpoint, or not a dict of tensors.
+        The path is a folder, or the file is truncated, not a PyTorch checkpoint, or
+        not a dict of tensors.
     """
     path = Path(path).expanduser()
+    if path.is_dir():
+        name = REGISTRY[model_type].filename if model_type in REGISTRY else None
+        which = (f"e.g. {path / name}" if name and (path / name).is_file() else
+                 f"the official {model_type} file is {name}" if name else
+                 "an official HQ-SAM .pth file")
+        raise CheckpointError(f"Checkpoint {path} is a folder, not a file: give the checkpoint "
+                              f"file itself ({which}).")
     if not path.is_file():
         raise MissingFileError(
             f"Checkpoint file not found: {path}. Check the path, or {_download_hint(model_type)}")

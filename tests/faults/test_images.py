@@ -1,0 +1,378 @@
+"""Fault matrix, the image of ``hqsam segment``, ``hqsam auto`` and ``hqsam embed``.
+
+A damaged image (a truncated TIFF, compressed as hqsam writes them or not, a TIFF
+that would read short, a truncated .npy), a folder where an image is wanted, a .zarr
+that is not one, a zarr group without one clear array, complex or non-numeric values:
+one line naming the file, what is wrong and what to do, exit 2, nothing written.
+A zarr group's suggested array path works. Boolean, integer and float images run.
+
+Huge images fail fast or work: a memory-mapped TIFF is never read whole (contrast
+limits come from napari's sample), labels that cannot fit in memory are refused before
+any model work (a .zarr output is filled slice by slice and runs), and so is a slice
+whose conversion to the model's input cannot fit. The memory available is fixed per
+test, so the outcome does not depend on the machine; the files are sparse, so they
+take almost no disk, and no test allocates more than a few hundred MiB.
+"""
+
+from __future__ import annotations
+
+import json
+import tracemalloc
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+from fault_utils import assert_user_error, leftovers, run_cli, snapshot
+
+from napari_hq_sam.engine import io, resources
+from napari_hq_sam.engine.image import default_contrast_limits
+from napari_hq_sam.model.checkpoint import CheckpointError, read_state_dict
+
+COMMANDS = ("segment", "auto", "embed")
+GIB = 2 ** 30
+DAMAGED = "truncated or damaged"
+
+
+@pytest.fixture()
+def folder(tmp_path):
+    """A folder with a prompt file for slice 1 of a (3, 61, 57) image."""
+    (tmp_path / "prompts.json").write_text(json.dumps(
+        {"prompts": [{"slice": [1], "box": [26, 14, 48, 34], "object": 1}]}))
+    return tmp_path
+
+
+def _argv(command: str, image, folder, checkpoint, *extra) -> list:
+    """``hqsam COMMAND IMAGE`` writing into ``folder`` (small settings: fast on CPUs)."""
+    model = ["--model", "vit_tiny", "--checkpoint", checkpoint, "--device", "cpu", "--quiet"]
+    if command == "segment":
+        return ["segment", image, "--prompts", folder / "prompts.json", *model,
+                "--out", folder / "out.tif", *extra]
+    if command == "auto":
+        return ["auto", image, *model, "--points-per-side", "4", "--out", folder / "out.tif",
+                *extra]
+    return ["embed", image, *model, "--cache", folder / "emb.zarr", *extra]
+
+
+def _paths(folder) -> list[tuple[str, int, int]]:
+    """Every path under ``folder`` with its size and modification time."""
+    return sorted((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns)
+                  for p in folder.rglob("*"))
+
+
+def _refused(argv, folder, *fragments, hashed: bool = True) -> str:
+    """The run is a one-line user error naming ``fragments``; ``folder`` is unchanged.
+
+    ``hashed=False`` for nominally huge (sparse) files: size and time, not contents.
+    """
+    before, paths = (snapshot(folder) if hashed else None), _paths(folder)
+    line = assert_user_error(run_cli(argv), *fragments)
+    assert _paths(folder) == paths
+    assert not hashed or snapshot(folder) == before
+    return line
+
+
+# -- damaged files -----------------------------------------------------------------------
+
+def _truncated_zlib_tiff(folder, stack):
+    """As hqsam writes its labels (zlib), cut in the middle of the data."""
+    path = folder / "scan.tif"
+    tifffile.imwrite(path, stack, compression="zlib")
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return path
+
+
+def _truncated_imagej_tiff(folder, stack):
+    """An ImageJ stack cut after its first page: tifffile would return one slice."""
+    path = folder / "scan.tif"
+    tifffile.imwrite(path, stack, imagej=True)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size * 2 // 3])
+    return path
+
+
+def _truncated_plain_tiff(folder, stack):
+    path = folder / "scan.tif"
+    tifffile.imwrite(path, stack)
+    path.write_bytes(path.read_bytes()[:-100])
+    return path
+
+
+def _truncated_npy(folder, stack):
+    path = folder / "scan.npy"
+    np.save(path, stack)
+    path.write_bytes(path.read_bytes()[:-100])
+    return path
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("damage", [_truncated_zlib_tiff, _truncated_imagej_tiff,
+                                    _truncated_plain_tiff, _truncated_npy])
+def test_damaged_image_is_one_line(command, damage, folder, nuclei3d, tiny_checkpoint):
+    image = damage(folder, nuclei3d[9:12])
+    line = _refused(_argv(command, image, folder, tiny_checkpoint), folder,
+                    f"cannot read image {image}", DAMAGED, "export it again")
+    assert line.startswith(f"hqsam {command}: error: ")
+
+
+def test_truncated_imagej_tiff_is_not_read_short(tmp_path, nuclei3d):
+    """tifffile alone returns the first page of this file, without an error."""
+    image = _truncated_imagej_tiff(tmp_path, nuclei3d[9:12])
+    assert tifffile.imread(image).shape == nuclei3d.shape[1:]
+    with pytest.raises(io.InputError, match=DAMAGED):
+        io.read_image(image)
+
+
+# -- folders where an image is wanted ----------------------------------------------------
+
+def _plain_folder(folder, stack):
+    path = folder / "scans"
+    path.mkdir()
+    tifffile.imwrite(path / "z0.tif", stack[0])
+    return path, ["is a folder, not an image", f"e.g. {path / 'z0.tif'}"]
+
+
+def _folder_named_tif(folder, stack):
+    path = folder / "scan.tif"
+    path.mkdir()
+    return path, ["is a folder, not an image", ".zarr folder"]
+
+
+def _empty_zarr_folder(folder, stack):
+    path = folder / "scan.zarr"
+    path.mkdir()
+    return path, ["not a zarr array or group", "zarr.json"]
+
+
+def _zarr_named_file(folder, stack):
+    path = folder / "scan.zarr"
+    np.save(folder / "x.npy", stack)
+    (folder / "x.npy").rename(path)
+    return path, ["is a file", "a .zarr image is a folder"]
+
+
+def _zarr_group_of_groups(folder, stack):
+    path = folder / "scan.zarr"
+    zarr.open_group(str(path), mode="w").create_group("raw").create_array(
+        "0", data=stack)
+    return path, ["holds no array", f"e.g. {path / 'raw'}"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("make", [_plain_folder, _folder_named_tif, _empty_zarr_folder,
+                                  _zarr_named_file, _zarr_group_of_groups])
+def test_not_an_image_is_one_line(command, make, folder, nuclei3d, tiny_checkpoint):
+    image, fragments = make(folder, nuclei3d[9:12])
+    _refused(_argv(command, image, folder, tiny_checkpoint), folder, str(image), *fragments)
+
+
+def test_zarr_group_suggestion_works(folder, nuclei3d, tiny_checkpoint):
+    group = zarr.open_group(str(folder / "scan.zarr"), mode="w")
+    group.create_array("raw", data=nuclei3d[9:12])
+    group.create_array("smooth", data=nuclei3d[9:12] // 2)
+    line = _refused(_argv("segment", folder / "scan.zarr", folder, tiny_checkpoint), folder,
+                    "holds several arrays (raw, smooth)")
+    suggested = line.rsplit("e.g. ", 1)[1].rstrip(".")
+    assert suggested == str(folder / "scan.zarr" / "raw")
+    outcome = run_cli(_argv("segment", suggested, folder, tiny_checkpoint))
+    assert outcome.code == 0, outcome.stderr
+    labels = tifffile.imread(folder / "out.tif")
+    assert labels.shape == (3, 61, 57) and labels[1].any() and not labels[[0, 2]].any()
+    # the array's group is the input: nothing may be written into it
+    argv = _argv("segment", suggested, folder, tiny_checkpoint)
+    argv[argv.index("--out") + 1] = folder / "scan.zarr" / "labels.zarr"
+    _refused(argv, folder, f"lies inside the zarr group {folder / 'scan.zarr'} of the image",
+             "never writes into its input")
+
+
+# -- values ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_complex_image_is_refused(command, folder, nuclei3d, tiny_checkpoint):
+    image = folder / "fft.npy"
+    np.save(image, np.fft.fft2(nuclei3d[9:12]).astype(np.complex64))
+    _refused(_argv(command, image, folder, tiny_checkpoint), folder,
+             f"image {image} holds complex numbers (complex64)", "magnitude", "real part")
+
+
+@pytest.mark.parametrize("values", [np.array([["ab", "c"]]), np.array([[1, "a"]], object)],
+                         ids=["text", "objects"])
+def test_non_numeric_image_is_refused(values, folder, tiny_checkpoint):
+    image = folder / "table.npy"
+    np.save(image, values, allow_pickle=True)
+    _refused(_argv("embed", image, folder, tiny_checkpoint), folder, str(image), "not numbers")
+
+
+@pytest.mark.parametrize("dtype", [np.bool_, np.uint8, np.uint16, np.float32])
+def test_real_dtypes_run(dtype, folder, nuclei3d, tiny_checkpoint):
+    crop = nuclei3d[9:12]
+    data = (crop > np.median(crop)) if dtype == np.bool_ else (
+        crop // 4 if dtype == np.uint8 else crop).astype(dtype)
+    image = folder / "scan.tif"
+    tifffile.imwrite(image, data)
+    assert np.array_equal(io.read_image(image), data)
+    outcome = run_cli(_argv("embed", image, folder, tiny_checkpoint, "--slices", "1"))
+    assert outcome.code == 0 and outcome.stderr == "", outcome.stderr
+    assert "embedded 1 slice" in outcome.stdout and "1 computed" in outcome.stdout
+
+
+# -- the checkpoint file -----------------------------------------------------------------
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_checkpoint_folder_names_the_file(command, folder, nuclei3d, tiny_checkpoint):
+    image = folder / "scan.tif"
+    tifffile.imwrite(image, nuclei3d[9:12])
+    _refused(_argv(command, image, folder, tiny_checkpoint.parent), folder,
+             f"--checkpoint {tiny_checkpoint.parent} is a folder, not a file",
+             f"e.g. {tiny_checkpoint}")
+    empty = folder / "weights"
+    empty.mkdir()
+    _refused(_argv(command, image, folder, empty), folder, "is a folder",
+             "sam_hq_vit_tiny.pth", "hqsam download vit_tiny")
+
+
+def test_checkpoint_folder_in_python(tmp_path, tiny_checkpoint):
+    with pytest.raises(CheckpointError, match="is a folder, not a file.*sam_hq_vit_tiny.pth"):
+        read_state_dict(tmp_path, "vit_tiny")
+
+
+# -- huge images -------------------------------------------------------------------------
+
+@pytest.fixture()
+def memory(monkeypatch):
+    """Fix the memory available to the checks: ``memory(gib)``."""
+    def set_available(gib: float) -> None:
+        monkeypatch.setattr(resources, "available_memory", lambda: int(gib * GIB))
+    return set_available
+
+
+def _sparse_tiff(path, shape, patch, at):
+    """A memory-mappable uint16 TIFF of ``shape``, zero but for ``patch`` at ``at``."""
+    image = tifffile.memmap(path, shape=shape, dtype=np.uint16)
+    (z, y, x), (h, w) = at, patch.shape
+    image[z, y:y + h, x:x + w] = patch
+    image.flush()
+    del image
+    assert path.stat().st_blocks * 512 < 64 * 2 ** 20  # sparse: almost no disk
+    return path
+
+
+@pytest.fixture()
+def huge(tmp_path, nuclei2d):
+    """A (1, 60000, 60000) uint16 TIFF (6.7 GiB nominal), nuclei at its centre."""
+    return _sparse_tiff(tmp_path / "huge.tif", (1, 60000, 60000), nuclei2d[:62, :62],
+                        (0, 29969, 29969))
+
+
+def _peak_mib(fn):
+    """``fn()`` and the peak of memory Python and numpy allocated meanwhile, in MiB."""
+    tracemalloc.start()
+    try:
+        result = fn()
+        return result, tracemalloc.get_traced_memory()[1] / 2 ** 20
+    finally:
+        tracemalloc.stop()
+
+
+def test_huge_tiff_is_memory_mapped_and_sampled(huge, nuclei2d):
+    (image, limits), peak = _peak_mib(lambda: (
+        io.read_image(huge), default_contrast_limits(io.read_image(huge))))
+    assert isinstance(image, np.memmap) and image.shape == (1, 60000, 60000)
+    patch = nuclei2d[:62, :62]  # napari's sample of a huge plane: its central 62 x 62
+    assert limits == (float(patch.min()), float(patch.max()))
+    assert peak < 16
+
+
+@pytest.mark.parametrize("command,out", [("segment", "out.zarr"), ("segment", "out.tif"),
+                                         ("auto", "out.tif"), ("embed", None)])
+def test_huge_slice_is_refused_before_work(command, out, huge, memory, tiny_checkpoint):
+    folder = huge.parent
+    (folder / "prompts.json").write_text(json.dumps(
+        {"prompts": [{"slice": [0], "box": [29970, 29970, 30020, 30020], "object": 1}]}))
+    memory(16)
+    argv = _argv(command, huge, folder, tiny_checkpoint)
+    if out is not None:
+        argv[argv.index("--out") + 1] = folder / out
+    paths = _paths(folder)  # not hashed: 6.7 GiB of (sparse) zeros
+    outcome, peak = _peak_mib(lambda: run_cli(argv))
+    assert_user_error(outcome, "a slice of 60000 x 60000 pixels needs about 107 GiB",
+                      "16.0 GiB available", "slices up to about 536,870,912 pixels fit",
+                      "crop or downsample the image first")
+    assert _paths(folder) == paths
+    assert peak < 64
+
+
+@pytest.fixture()
+def tall(tmp_path, nuclei2d):
+    """A (100, 2000, 2000) uint16 TIFF (763 MiB nominal), nuclei in slice 3."""
+    path = _sparse_tiff(tmp_path / "tall.tif", (100, 2000, 2000), nuclei2d, (3, 0, 0))
+    (tmp_path / "prompts.json").write_text(json.dumps(
+        {"prompts": [{"slice": [3], "box": [60, 60, 140, 140], "object": 1}]}))
+    return path
+
+
+def test_labels_beyond_memory_suggest_zarr_output(tall, memory, tiny_checkpoint):
+    memory(0.5)
+    folder = tall.parent
+    _, peak = _peak_mib(lambda: _refused(
+        _argv("segment", tall, folder, tiny_checkpoint), folder,
+        f"the labels of {folder / 'out.tif'} ((100, 2000, 2000) uint16) take 763 MiB",
+        "512 MiB available", "write them to a .zarr output instead (--out NAME.zarr)",
+        hashed=False))
+    assert peak < 64
+
+
+def test_auto_labels_beyond_memory(tall, memory, tiny_checkpoint):
+    memory(0.5)
+    folder = tall.parent
+    line, peak = _peak_mib(lambda: _refused(
+        _argv("auto", tall, folder, tiny_checkpoint, "--stitch"), folder,
+        "((100, 2000, 2000) uint32) take 3.0 GiB of memory (2 copies)",
+        "holds the labels of every slice in memory", hashed=False))
+    assert ".zarr" not in line  # a .zarr output would not help hqsam auto
+    assert peak < 64
+
+
+def test_percentile_beyond_memory(tall, memory, tiny_checkpoint):
+    memory(0.5)
+    folder = tall.parent
+    argv = _argv("segment", tall, folder, tiny_checkpoint, "--contrast", "percentile")
+    argv[argv.index("--out") + 1] = folder / "out.zarr"
+    _, peak = _peak_mib(lambda: _refused(
+        argv, folder, "--contrast percentile reads the whole image into memory",
+        "1.5 GiB with its sorted copy", "give --contrast-limits LOW HIGH", hashed=False))
+    assert peak < 64
+
+
+def test_tall_stack_into_zarr_runs_within_memory(tall, memory, tiny_checkpoint, nuclei2d):
+    """The same stack and memory as above: written slice by slice, it works."""
+    memory(0.5)
+    folder = tall.parent
+    limits = ["--contrast-limits", str(nuclei2d.min()), str(nuclei2d.max())]
+    argv = _argv("segment", tall, folder, tiny_checkpoint, *limits)
+    argv[argv.index("--out") + 1] = folder / "out.zarr"
+    outcome, peak = _peak_mib(lambda: run_cli(argv))
+    assert outcome.code == 0, outcome.stderr
+    assert peak < 400  # the labels alone would take 763 MiB
+    labels = zarr.open_array(str(folder / "out.zarr"), mode="r")
+    assert labels.shape == (100, 2000, 2000) and labels.dtype == np.uint16
+    # slice 3 as a stack of its own, in memory: the same labels
+    single = folder / "single"
+    single.mkdir()
+    tifffile.imwrite(single / "slice.tif", np.asarray(tifffile.memmap(tall)[3:4]))
+    (single / "prompts.json").write_text(json.dumps(
+        {"prompts": [{"slice": [0], "box": [60, 60, 140, 140], "object": 1}]}))
+    outcome = run_cli(_argv("segment", single / "slice.tif", single, tiny_checkpoint, *limits))
+    assert outcome.code == 0, outcome.stderr
+    expected = tifffile.imread(single / "out.tif")[0]
+    assert expected.any() and np.array_equal(labels[3], expected)
+    assert labels.nchunks_initialized == 1  # the other slices are empty, not stored
+    assert leftovers(folder) == []
+
+
+def test_compressed_tiff_beyond_memory(tmp_path, memory, nuclei3d, tiny_checkpoint):
+    image = tmp_path / "scan.tif"
+    tifffile.imwrite(image, nuclei3d, compression="zlib")
+    memory(100 * 2 ** 10 / GIB)  # 100 KiB
+    _refused(_argv("embed", image, tmp_path, tiny_checkpoint), tmp_path, str(image),
+             "stored compressed or in pieces", "211 KiB of memory", "100 KiB available",
+             "uncompressed TIFF")
