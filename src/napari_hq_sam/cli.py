@@ -53,8 +53,15 @@ def is_user_error(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """An option error is one line, like every other user error (no usage block)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="hqsam", description="HQ-SAM for microscopy and medical image stacks.")
     parser.add_argument("--version", action="version", version=f"napari-hq-sam {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

@@ -25,7 +25,10 @@ SUMMARY = re.compile(r"^embedded (\d+) slices? in [\d.]+ s \([\d.]+ s per slice,
 
 
 def _run(capsys, *argv):
-    code = main([str(a) for a in argv])
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exc:  # the option parser's own errors
+        code = exc.code
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -164,8 +167,8 @@ def test_dask_scheduler_writes_the_same_entries(tiny_checkpoint, tmp_path, capsy
     (["--slices", "5:2"], None, "selects no slice"),
     (["--slices", "x"], None, "indices must be integers"),
     (["--slices", "0:4:0"], None, "a step other than 0"),
-    (["--batch-size", "0"], None, "--batch-size must be at least 1"),
-    (["--workers", "0"], None, "--workers must be at least 1"),
+    (["--batch-size", "0"], None, "--batch-size: must be at least 1"),
+    (["--workers", "0"], None, "--workers: must be at least 1"),
     (["--workers", "1", "--batch-size", "2"], None, "--batch-size applies to a run in this"),
     (["--channel", "1"], None, "a channel was chosen without a channel axis"),
     (["--adapter", "missing.pt"], None, "missing.pt does not exist"),

@@ -102,10 +102,7 @@ def _number(value: float) -> str:
 
 
 def _check_options(args) -> None:
-    if args.batch_size is not None and args.batch_size < 1:
-        raise InputError(f"--batch-size must be at least 1, got {args.batch_size}.")
-    if args.workers is not None and args.workers < 1:
-        raise InputError(f"--workers must be at least 1, got {args.workers}.")
+    # counts below 1 are refused by the option parser (commands._options.positive_int)
     if args.batch_size is not None and (args.workers or args.scheduler):
         raise InputError("--batch-size applies to a run in this process: Dask workers embed "
                          "one slice per task. Drop one of the two.")
