@@ -318,3 +318,29 @@ def test_temporary_folders_of_dead_runs_are_removed(clean, cache, inputs, tiny_c
     assert _counts(outcome) == (0, 2)
     assert np.array_equal(tifffile.imread(tmp_path / "out.tif"), clean["labels"])
     assert leftovers(tmp_path) == [] and snapshot(cache) == snapshot(clean["cache"])
+
+
+@pytest.mark.parametrize("command", ["segment", "auto"])
+def test_another_models_cache_is_refused_before_the_model_loads(command, tiny_checkpoint,
+                                                               tmp_path, monkeypatch):
+    import napari_hq_sam.loading
+    from napari_hq_sam.engine.cache import EmbeddingCache
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model loaded before the cache folder was checked")
+
+    folder = tmp_path / "other.zarr"
+    EmbeddingCache({"model_type": "vit_b", "checkpoint_sha256": "0" * 64,
+                    "adapter_sha256": None, "precision": "fp32", "version": "0"},
+                   directory=folder)
+    before = snapshot(folder)
+    monkeypatch.setattr(napari_hq_sam.loading, "load_model", no_model)
+    image = tmp_path / "img.npy"
+    np.save(image, np.arange(2 * 32 * 32, dtype=np.uint16).reshape(2, 32, 32))
+    prompts = tmp_path / "p.json"
+    prompts.write_text('[{"slice": [0], "box": [2, 2, 20, 20]}]')
+    extra = ["--prompts", prompts] if command == "segment" else []
+    outcome = run_cli([command, image, *extra, "--model", "vit_tiny", "--checkpoint",
+                       tiny_checkpoint, "--cache", folder, "--out", tmp_path / "out.tif"])
+    assert_user_error(outcome, str(folder))
+    assert snapshot(folder) == before and not (tmp_path / "out.tif").exists()

@@ -184,6 +184,47 @@ def check_memory(image, layout, contrast_limits, *, labels=None, labels_copies: 
                              "LOW HIGH, or use --contrast minmax (read from a sample).")
 
 
+def check_model_inputs(args) -> None:
+    """Before the model loads: its files exist, the adapter fits, the ``--cache`` folder
+    is this model's (or new)."""
+    require_model_files(args)
+    if getattr(args, "adapter", None):
+        from ..adapters import check_adapter
+
+        check_adapter(args.adapter, args.model, args.checkpoint)
+    if getattr(args, "cache", None):
+        check_cache_folder(args)
+
+
+def check_cache_folder(args) -> None:
+    """Open an existing ``--cache`` folder for this model, without loading the model.
+
+    The signature is the one the loaded model will have
+    (:func:`~napari_hq_sam.engine.cache.model_signature` of the checkpoint file, the
+    adapter, ``--model`` and ``--precision``), so a folder of another model is refused
+    now. The official checkpoint is downloaded here if it is not cached yet.
+    """
+    from types import SimpleNamespace
+
+    from ..engine.cache import EmbeddingCache, model_signature
+    from ..weights import download_checkpoint
+
+    if not Path(args.cache).expanduser().exists():
+        return  # a new folder: nothing to check, made when the run stores an embedding
+    checkpoint = args.checkpoint or download_checkpoint(args.model, progress=not args.quiet)
+    precision = args.precision
+    if precision == "auto":  # the loaded model stores what "auto" resolves to
+        from ..device import pick_device
+        from ..model.fast import best_precision
+
+        precision = best_precision(pick_device(args.device))
+    # model_signature reads a model's type and precision; the weights come from the file
+    described = SimpleNamespace(model_type=args.model, precision=precision)
+    EmbeddingCache(model_signature(described, checkpoint, getattr(args, "adapter", None)),
+                   max_items=0,
+                   directory=args.cache)
+
+
 def run_cache(args):
     """This process's embedding cache of a run with ``--cache``, else None.
 

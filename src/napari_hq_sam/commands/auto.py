@@ -6,8 +6,8 @@ from ._common import (
     cache_report,
     check_cache_not_input,
     check_memory,
+    check_model_inputs,
     model_spec,
-    require_model_files,
     run_inputs,
 )
 from ._options import (
@@ -103,7 +103,7 @@ def run(args) -> int:
     check_memory(image, layout, args.contrast_limits, labels=in_memory,
                  labels_copies=2 if args.stitch else 1, remote=bool(args.scheduler))
     io.check_output_space(out, layout.labels_shape, LABELS_DTYPE)
-    require_model_files(args)
+    check_model_inputs(args)
     config = config_from_args(args)
     start = time.perf_counter()
     result = _segment(args, image, layout, config)

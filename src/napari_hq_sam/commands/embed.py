@@ -14,8 +14,8 @@ from ._common import (
     cache_report,
     check_cache_not_input,
     check_memory,
+    check_model_inputs,
     model_spec,
-    require_model_files,
     run_cache,
 )
 from ._options import (
@@ -76,8 +76,7 @@ def run(args) -> int:
                  remote=bool(args.scheduler))
     plan = plan_slices(image, layout=layout, contrast_limits=contrast_limits(args, image, layout),
                        slices=slices)
-    require_model_files(args)
-    check_cache_folder(args)
+    check_model_inputs(args)
     result = _embed(args, image, plan)
     cache = run_cache(args)
     if cache is not None and cache.write_error is not None:
@@ -170,26 +169,6 @@ def _axis_range(text: str, part: str, n: int) -> range:
         raise InputError(f"--slices {text!r}: a range is START:STOP or START:STOP:STEP with "
                          "a step other than 0, e.g. '0:4' or '0:31:5'.")
     return range(*slice(*values).indices(n))
-
-
-def check_cache_folder(args) -> None:
-    """Open (or create) the ``--cache`` folder for this model, without loading the model.
-
-    The signature is the one the loaded model will have
-    (:func:`~napari_hq_sam.engine.cache.model_signature` of the checkpoint file, the
-    adapter, ``--model`` and ``--precision``), so a folder of another model is refused
-    now. The official checkpoint is downloaded here if it is not cached yet.
-    """
-    from types import SimpleNamespace
-
-    from ..engine.cache import EmbeddingCache, model_signature
-    from ..weights import download_checkpoint
-
-    checkpoint = args.checkpoint or download_checkpoint(args.model, progress=not args.quiet)
-    # model_signature reads a model's type and precision; the weights come from the file
-    described = SimpleNamespace(model_type=args.model, precision=args.precision)
-    EmbeddingCache(model_signature(described, checkpoint, args.adapter), max_items=0,
-                   directory=args.cache)
 
 
 def _embed(args, image, plan):

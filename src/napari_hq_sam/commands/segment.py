@@ -6,8 +6,8 @@ from ._common import (
     cache_report,
     check_cache_not_input,
     check_memory,
+    check_model_inputs,
     model_spec,
-    require_model_files,
     run_inputs,
 )
 from ._options import (
@@ -82,7 +82,7 @@ def run(args) -> int:
         limits = default_contrast_limits(selected_channel(image, layout), "percentile")
     plan = plan_stack(image, prompts, layout=layout, contrast_limits=limits)
     layout, limits = plan.layout, plan.contrast_limits
-    require_model_files(args)
+    check_model_inputs(args)
     tmp = io.partial_path(out)
     try:
         with io.disk_full_is_output_error(out):
