@@ -39,6 +39,7 @@ import torch
 
 from ..errors import InputError, OutputError
 from ..predictor import ImageEmbedding
+from .resources import process_alive
 
 FORMAT = 2  # entries with "files" and "sha256"; earlier ones had neither
 ARRAYS = ("embeddings", "hq_features")
@@ -335,7 +336,7 @@ def _abandoned(path: Path, now: float) -> bool:
     """Whether a temporary group's writer is gone: a dead process here, or long silence."""
     parts = path.name[len(".tmp-"):].split("-")
     if len(parts) == 4 and parts[1] == _HOST and parts[2].isdigit():
-        if not _alive(int(parts[2])):
+        if not process_alive(int(parts[2])):
             return True
     try:
         members = list(path.rglob("*")) if path.is_dir() and not path.is_symlink() else []
@@ -343,18 +344,6 @@ def _abandoned(path: Path, now: float) -> bool:
     except OSError:
         return False
     return now - newest > STALE_SECONDS
-
-
-def _alive(pid: int) -> bool:
-    if os.name != "posix" or pid == os.getpid():
-        return True  # no signal 0 elsewhere (age decides), and this process is alive
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # another user's process
-        return True
-    return True
 
 
 def _remove(path: Path) -> None:

@@ -27,7 +27,7 @@ from ..weights import cached_checkpoint
 from .cache import EmbeddingCache, model_signature
 from .everything import EverythingJob, empty_run, finish_everything
 from .image import ImageLayout
-from .prompts import ObjectPrompt, clip_prompts
+from .prompts import ObjectPrompt
 from .propagate import propagate_objects
 from .runner import (
     Progress,
@@ -35,11 +35,10 @@ from .runner import (
     SliceJob,
     SlicePlan,
     StackResult,
-    check_labels,
     plan_slices,
 )
 from .segmenter import SliceSegmenter
-from .stack import PromptJob, group_by_slice, new_labels, plan_stack, prompt_list
+from .stack import PromptJob, prepare_prompted
 
 _MODELS: dict = {}
 _SEGMENTERS: dict = {}
@@ -234,14 +233,8 @@ def segment_stack_distributed(image, prompts: Sequence[ObjectPrompt], spec: Mode
         Identical labels to a single-process run.
     """
     start = time.perf_counter()
-    prompts = prompt_list(prompts)
-    plan = plan_stack(image, prompts, contrast_limits=contrast_limits, **layout_kwargs)
-    prompts = clip_prompts(prompts, plan.layout)  # boxes past the image edge are clipped
-    if labels is None:
-        labels = new_labels(plan.layout.labels_shape, prompts)
-    check_labels(labels, plan.layout)
-    groups = group_by_slice(prompts)
-    result = StackResult(labels, objects=len({p.object_id for p in prompts}))
+    plan, groups, result = prepare_prompted(image, prompts, labels,
+                                            contrast_limits=contrast_limits, **layout_kwargs)
     run_slices_distributed(PromptJob(groups, overwrite), image, plan, spec, result,
                            client=client, scheduler=scheduler, n_workers=n_workers,
                            processes=processes, progress=progress, should_stop=should_stop)

@@ -409,7 +409,7 @@ def remove_stale_partials(path: Path) -> list[Path]:
 def _abandoned(path: Path, tag: str, now: float) -> bool:
     parts = tag.split("-")
     if len(parts) == 3 and parts[0] == _HOST and parts[1].isdigit():
-        if not _alive(int(parts[1])):
+        if not resources.process_alive(int(parts[1])):
             return True
     try:
         members = list(path.rglob("*")) if path.is_dir() and not path.is_symlink() else []
@@ -417,26 +417,6 @@ def _abandoned(path: Path, tag: str, now: float) -> bool:
     except (OSError, ValueError):
         return False
     return now - newest > STALE_SECONDS
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        import psutil
-    except ImportError:
-        psutil = None
-    if psutil is not None:
-        return psutil.pid_exists(pid)
-    if os.name != "posix":
-        return True  # no signal 0 here: age decides
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # another user's process
-        return True
-    return True
 
 
 def create_zarr_labels(path: Path, shape: tuple[int, ...], dtype) -> object:

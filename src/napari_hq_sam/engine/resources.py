@@ -137,3 +137,24 @@ def size_text(n: int | float) -> str:
             value = n / scale
             return f"{value:.1f} {unit}" if value < 100 else f"{value:.0f} {unit}"
     return f"{int(n)} bytes"
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this machine runs (True when it cannot be told)."""
+    if pid == os.getpid():
+        return True
+    try:
+        import psutil
+    except ImportError:
+        psutil = None
+    if psutil is not None:
+        return psutil.pid_exists(pid)
+    if os.name != "posix":
+        return True  # no signal 0 here: age decides
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process
+        return True
+    return True

@@ -71,6 +71,24 @@ def plan_stack(image, prompts: Sequence[ObjectPrompt], **plan_kwargs) -> SlicePl
     return SlicePlan(plan.layout, plan.contrast_limits, list(group_by_slice(prompts)))
 
 
+def prepare_prompted(image, prompts, labels=None, **plan_kwargs
+                     ) -> tuple[SlicePlan, dict, StackResult]:
+    """Everything a prompted run needs, checked before any model work.
+
+    Prompts are checked against the image (boxes past the edge clipped), the labels
+    array made or checked. Returns the plan, the prompts per slice and the result the
+    run fills.
+    """
+    prompts = prompt_list(prompts)
+    plan = plan_stack(image, prompts, **plan_kwargs)
+    prompts = clip_prompts(prompts, plan.layout)  # boxes past the image edge are clipped
+    if labels is None:
+        labels = new_labels(plan.layout.labels_shape, prompts)
+    check_labels(labels, plan.layout)
+    return (plan, group_by_slice(prompts),
+            StackResult(labels, objects=len({p.object_id for p in prompts})))
+
+
 def prompts_dtype(prompts: Sequence[ObjectPrompt]) -> np.dtype:
     """Labels dtype that holds every prompted id (:func:`~.labels.labels_dtype`)."""
     return labels_dtype(max((p.object_id for p in prompts), default=0))
@@ -156,18 +174,12 @@ def segment_stack(image, prompts: Sequence[ObjectPrompt], model=None, *,
     StackResult
     """
     start = time.perf_counter()
-    prompts = prompt_list(prompts)
-    plan = plan_stack(image, prompts, contrast_limits=contrast_limits, **layout_kwargs)
-    prompts = clip_prompts(prompts, plan.layout)  # boxes past the image edge are clipped
-    if labels is None:
-        labels = new_labels(plan.layout.labels_shape, prompts)
-    check_labels(labels, plan.layout)
+    plan, groups, result = prepare_prompted(image, prompts, labels,
+                                            contrast_limits=contrast_limits, **layout_kwargs)
     if segmenter is None:
         if model is None:
             raise InputError("segment_stack needs a model or a segmenter.")
         segmenter = SliceSegmenter(model, cache=cache, encode=encode)
-    groups = group_by_slice(prompts)
-    result = StackResult(labels, objects=len({p.object_id for p in prompts}))
     run_slices(PromptJob(groups, overwrite), image, plan, segmenter, result,
                batch_size=batch_size, progress=progress, should_stop=should_stop)
     if propagate and not result.cancelled:
