@@ -73,3 +73,19 @@ def write_random_checkpoint(path: str | Path, model_type: str, seed: int = 0,
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(state, path)
     return path
+
+
+def with_changed_hq(model, seed: int = 0, scale: float = 0.05):
+    """A copy of ``model`` whose HQ tensors moved by ``scale`` x N(0, 1), as training would.
+
+    The base weights are shared in value, not in memory (a deep copy); the same seed
+    gives the same change.
+    """
+    import copy
+
+    changed = copy.deepcopy(model)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in changed.mask_decoder.hq_parameters():
+            p.add_(scale * torch.randn(p.shape, generator=gen))
+    return changed

@@ -7,7 +7,6 @@ nothing: a full disk or a killed writer never leaves a half-written adapter.
 
 from __future__ import annotations
 
-import copy
 import errno
 import os
 import shutil
@@ -29,17 +28,13 @@ from napari_hq_sam.adapters import (
     tensors_digest,
 )
 from napari_hq_sam.errors import OutputError
+from napari_hq_sam.testing import with_changed_hq
 
 
 @pytest.fixture(scope="module")
 def trained(tiny_model):
     """The tiny model with HQ tensors changed, as training would."""
-    model = copy.deepcopy(tiny_model)
-    gen = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for p in model.mask_decoder.hq_parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=gen))
-    return model
+    return with_changed_hq(tiny_model, seed=3)
 
 
 @pytest.fixture(scope="module")

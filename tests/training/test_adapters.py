@@ -23,19 +23,14 @@ from napari_hq_sam.adapters import (
 )
 from napari_hq_sam.errors import MissingFileError, OutputError
 from napari_hq_sam.model import HQ_KEY_PREFIXES
-from napari_hq_sam.testing import write_random_checkpoint
+from napari_hq_sam.testing import with_changed_hq, write_random_checkpoint
 from napari_hq_sam.weights import file_sha256
 
 
 @pytest.fixture()
 def trained(tiny_model):
     """A copy of the tiny model whose HQ tensors were changed, as training would."""
-    model = copy.deepcopy(tiny_model)
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.mask_decoder.hq_parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=gen))
-    return model
+    return with_changed_hq(tiny_model, seed=0)
 
 
 def test_round_trip_holds_only_hq_tensors(trained, tiny_checkpoint, tmp_path):

@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 # Bytes per pixel value while a slice becomes the model's uint8 input
 # (:func:`~.image.to_model_image`): the float64 cast and numpy's temporaries of
@@ -36,15 +37,9 @@ def available_memory() -> int | None:
 
 def _system_available() -> int | None:
     try:
-        import psutil
-    except ImportError:
-        psutil = None
-    if psutil is not None:
-        try:
-            return int(psutil.virtual_memory().available)
-        except Exception:  # psutil on a platform it cannot read: fall back below
-            pass
-    return _meminfo_available()
+        return int(psutil.virtual_memory().available)
+    except Exception:  # psutil on a platform it cannot read: fall back below
+        return _meminfo_available()
 
 
 def _meminfo_available(path: str = "/proc/meminfo") -> int | None:
@@ -140,21 +135,5 @@ def size_text(n: int | float) -> str:
 
 
 def process_alive(pid: int) -> bool:
-    """Whether process ``pid`` of this machine runs (True when it cannot be told)."""
-    if pid == os.getpid():
-        return True
-    try:
-        import psutil
-    except ImportError:
-        psutil = None
-    if psutil is not None:
-        return psutil.pid_exists(pid)
-    if os.name != "posix":
-        return True  # no signal 0 here: age decides
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # another user's process
-        return True
-    return True
+    """Whether process ``pid`` of this machine runs."""
+    return pid == os.getpid() or psutil.pid_exists(pid)
