@@ -10,6 +10,7 @@ from ._common import (
     model_spec,
     run_inputs,
 )
+from ._image_sets import add_image_set_options, run_image_set
 from ._options import (
     add_cache_option,
     add_dask_options,
@@ -52,7 +53,8 @@ def register(subparsers) -> None:
         description="Automatic HQ-SAM masks for every 2D slice of an image: a grid of point "
         "prompts, filtered by predicted IoU and stability, duplicates removed by NMS; one id "
         "per object, no overlaps. Defaults are the official HQ-SAM ones.")
-    p.add_argument("image", metavar="IMAGE", help="image file: .tif, .tiff, .zarr or .npy")
+    p.add_argument("image", metavar="IMAGE", help="image file: .tif, .tiff, .zarr or .npy; "
+                   "or a folder or quoted glob of them ('plates/*.tif'), then --out is a folder")
     add_model_options(p)
     add_output_options(p)
     add_dask_options(p, "run on a local Dask cluster of N workers (model loaded once each)")
@@ -71,6 +73,7 @@ def register(subparsers) -> None:
     p.add_argument("--stitch-iou", type=unit_interval, default=0.5,
                    help="minimum mask IoU to join objects of neighbouring slices (default 0.5)")
     add_layout_options(p)
+    add_image_set_options(p)
     add_quiet_option(p)
     p.set_defaults(func=run)
 
@@ -84,6 +87,23 @@ def config_from_args(args):
 
 
 def run(args) -> int:
+    if (code := run_image_set(args, "auto")) is not None:
+        return code
+    result, out, seconds = segment_image(args)
+    n = len(result.slices)
+    print(f"segmented {n} slices, {result.objects} objects in {seconds:.1f} s "
+          f"({seconds / max(n, 1):.2f} s per slice){cache_report(args)}")
+    print(f"wrote {out}: labels {result.labels.shape} {result.labels.dtype}")
+    return 0
+
+
+def segment_image(args, model_checked: bool = False):
+    """Segment everything in ``args.image`` into ``args.out``; returns
+    ``(result, out, seconds)``.
+
+    ``model_checked``: :func:`check_model_inputs` already ran (a run over a folder
+    checks the model's files once, for all its images).
+    """
     import time
 
     from ..engine import io
@@ -103,17 +123,13 @@ def run(args) -> int:
     check_memory(image, layout, args.contrast_limits, labels=in_memory,
                  labels_copies=2 if args.stitch else 1, remote=bool(args.scheduler))
     io.check_output_space(out, layout.labels_shape, LABELS_DTYPE)
-    check_model_inputs(args)
+    if not model_checked:
+        check_model_inputs(args)
     config = config_from_args(args)
     start = time.perf_counter()
     result = _segment(args, image, layout, config)
     io.write_labels(out, result.labels, args.overwrite)
-    seconds = time.perf_counter() - start
-    n = len(result.slices)
-    print(f"segmented {n} slices, {result.objects} objects in {seconds:.1f} s "
-          f"({seconds / max(n, 1):.2f} s per slice){cache_report(args)}")
-    print(f"wrote {out}: labels {result.labels.shape} {result.labels.dtype}")
-    return 0
+    return result, out, time.perf_counter() - start
 
 
 def _segment(args, image, layout, config):

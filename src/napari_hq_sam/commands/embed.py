@@ -18,6 +18,7 @@ from ._common import (
     model_spec,
     run_cache,
 )
+from ._image_sets import run_image_set
 from ._options import (
     add_adapter_option,
     add_batch_size_option,
@@ -41,7 +42,8 @@ def register(subparsers) -> None:
         "auto --cache and the napari widgets' embedding folder then reuse them with the same "
         "model, precision and contrast limits (the default: the whole image's). Slices "
         "already in the folder are skipped, so a killed run resumes.")
-    p.add_argument("image", help="image file: .tif, .tiff, .zarr or .npy")
+    p.add_argument("image", help="image file: .tif, .tiff, .zarr or .npy; or a folder or "
+                   "quoted glob of them ('plates/*.tif'), all embedded into one --cache folder")
     add_model_options(p)
     add_cache_option(p, required=True)
     add_device_option(p)
@@ -61,28 +63,10 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..engine import io
-    from ..engine.image import describe_layout
-    from ..engine.runner import plan_slices
-
-    # Everything the user can get wrong is checked before the model loads.
+    if (code := run_image_set(args, "embed")) is not None:
+        return code
     _check_options(args)
-    check_cache_not_input(args)
-    image = io.read_image(args.image)
-    layout = describe_layout(image.shape, rgb=args.rgb, channel_axis=args.channel_axis,
-                             channel=args.channel, axes=args.axes)
-    slices = None if args.slices is None else parse_slices(args.slices, layout.leading_shape)
-    check_memory(image, layout, args.contrast_limits, contrast_method=args.contrast,
-                 remote=bool(args.scheduler))
-    plan = plan_slices(image, layout=layout, contrast_limits=contrast_limits(args, image, layout),
-                       slices=slices)
-    check_model_inputs(args)
-    result = _embed(args, image, plan)
-    cache = run_cache(args)
-    if cache is not None and cache.write_error is not None:
-        raise OutputError(f"cache folder {args.cache}: embeddings cannot be stored there "
-                          f"({cache.write_error}); free some space or choose a folder you can "
-                          "write to, and run again (stored slices are skipped).")
+    result, plan = embed_image(args)
     n = len(result.slices)
     where = (f"{args.workers} local workers" if args.workers else
              f"scheduler {args.scheduler}" if args.scheduler else "1 process")
@@ -92,6 +76,37 @@ def run(args) -> int:
           f"{result.computed} computed, {result.reused} reused; contrast limits {_number(lo)} "
           f"{_number(hi)}; cache {args.cache}{cache_report(args)}")
     return 0
+
+
+def embed_image(args, model_checked: bool = False):
+    """Embed ``args.image`` into the ``args.cache`` folder; returns ``(result, plan)``.
+
+    ``model_checked``: :func:`check_model_inputs` already ran (a run over a folder
+    checks the model's files once, for all its images).
+    """
+    from ..engine import io
+    from ..engine.image import describe_layout
+    from ..engine.runner import plan_slices
+
+    # Everything the user can get wrong is checked before the model loads.
+    check_cache_not_input(args)
+    image = io.read_image(args.image)
+    layout = describe_layout(image.shape, rgb=args.rgb, channel_axis=args.channel_axis,
+                             channel=args.channel, axes=args.axes)
+    slices = None if args.slices is None else parse_slices(args.slices, layout.leading_shape)
+    check_memory(image, layout, args.contrast_limits, contrast_method=args.contrast,
+                 remote=bool(args.scheduler))
+    plan = plan_slices(image, layout=layout, contrast_limits=contrast_limits(args, image, layout),
+                       slices=slices)
+    if not model_checked:
+        check_model_inputs(args)
+    result = _embed(args, image, plan)
+    cache = run_cache(args)
+    if cache is not None and cache.write_error is not None:
+        raise OutputError(f"cache folder {args.cache}: embeddings cannot be stored there "
+                          f"({cache.write_error}); free some space or choose a folder you can "
+                          "write to, and run again (stored slices are skipped).")
+    return result, plan
 
 
 def _number(value: float) -> str:

@@ -10,6 +10,7 @@ from ._common import (
     model_spec,
     run_inputs,
 )
+from ._image_sets import add_image_set_options, run_image_set
 from ._options import (
     add_adapter_option,
     add_cache_option,
@@ -32,10 +33,12 @@ def register(subparsers) -> None:
         description="Segment every prompted 2D slice of an image (TIFF, zarr, npy) from "
         "prompt files (napari CSV exports of Points/Shapes layers, or JSON) into a labels "
         "image of the image's shape, one id per object.")
-    p.add_argument("image", help="image file: .tif, .tiff, .zarr or .npy")
+    p.add_argument("image", help="image file: .tif, .tiff, .zarr or .npy; or a folder or "
+                   "quoted glob of them ('plates/*.tif'), then --out and --prompts are folders")
     p.add_argument("--prompts", action="append", required=True, metavar="FILE",
                    help="prompt file (.csv saved from a napari Points/Shapes layer, or .json); "
-                   "repeat for several files")
+                   "repeat for several files. For a folder of images: the folder of their "
+                   "prompt files, NAME.csv|json or NAME_*.csv|json for image NAME")
     add_model_options(p)
     add_output_options(p)
     add_device_option(p)
@@ -54,11 +57,25 @@ def register(subparsers) -> None:
                    help="default contrast limits: min/max or 0.5/99.5 percentiles")
     p.add_argument("--batch-size", type=positive_int, default=None,
                    help="slices encoded at once (default: from free GPU memory; 1 on CPUs)")
+    add_image_set_options(p)
     add_quiet_option(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    if (code := run_image_set(args, "segment")) is not None:
+        return code
+    result, out, layout, labels = segment_image(args)
+    _summary(args, result, out, layout, labels)
+    return 0
+
+
+def segment_image(args, model_checked: bool = False):
+    """Segment ``args.image`` into ``args.out``; returns ``(result, out, layout, labels)``.
+
+    ``model_checked``: :func:`check_model_inputs` already ran (a run over a folder
+    checks the model's files once, for all its images).
+    """
     from ..engine import io
     from ..engine.image import default_contrast_limits, describe_layout, selected_channel
     from ..engine.prompt_files import read_prompt_files
@@ -82,7 +99,8 @@ def run(args) -> int:
         limits = default_contrast_limits(selected_channel(image, layout), "percentile")
     plan = plan_stack(image, prompts, layout=layout, contrast_limits=limits)
     layout, limits = plan.layout, plan.contrast_limits
-    check_model_inputs(args)
+    if not model_checked:
+        check_model_inputs(args)
     tmp = io.partial_path(out)
     try:
         with io.disk_full_is_output_error(out):
@@ -94,8 +112,7 @@ def run(args) -> int:
                 io.write_labels(out, labels, args.overwrite)
     finally:
         io.remove_partial(tmp)
-    _summary(args, result, out, layout, labels)
-    return 0
+    return result, out, layout, labels
 
 
 def _empty_labels(out, tmp, layout, prompts):
