@@ -69,7 +69,8 @@ def next_label_id(labels) -> int:
 
 
 def paste_mask(labels, slice_index: tuple[int, ...], mask: np.ndarray, label_id: int, *,
-               overwrite: bool = False, replace: bool = False) -> LabelChange | None:
+               overwrite: bool = False, replace: bool = False,
+               origin: tuple[int, int] | None = None) -> LabelChange | None:
     """Write one object's mask into one slice of ``labels``.
 
     Parameters
@@ -79,7 +80,7 @@ def paste_mask(labels, slice_index: tuple[int, ...], mask: np.ndarray, label_id:
     slice_index : tuple of int
         Leading index of the slice (``()`` for 2D labels).
     mask : np.ndarray
-        ``(H, W)`` bool mask of the object.
+        ``(H, W)`` bool mask of the object, or a crop of it placed at ``origin``.
     label_id : int
         The object's id (> 0).
     overwrite : bool
@@ -87,6 +88,9 @@ def paste_mask(labels, slice_index: tuple[int, ...], mask: np.ndarray, label_id:
         object's own pixels are painted).
     replace : bool
         First erase this object's existing pixels on the slice (re-segmentation).
+    origin : (int, int), optional
+        ``(top, left)`` of a cropped ``mask`` in the slice. Without ``replace`` only
+        that region of ``labels`` is read and written (what keeps huge slices cheap).
 
     Returns
     -------
@@ -97,20 +101,37 @@ def paste_mask(labels, slice_index: tuple[int, ...], mask: np.ndarray, label_id:
         raise InputError(f"label id must be positive, not {label_id}.")
     slice_index = tuple(int(i) for i in slice_index)
     mask = np.asarray(mask, dtype=bool)
-    current = np.asarray(labels[slice_index])
-    if mask.shape != current.shape:
-        raise InputError(f"mask shape {mask.shape} differs from the labels slice {current.shape}.")
-    if current.dtype.kind in "iu" and label_id > np.iinfo(current.dtype).max:
-        raise InputError(f"label id {label_id} does not fit the labels' dtype {current.dtype}.")
-    touched = mask | (current == label_id) if replace else mask
-    if not touched.any():
-        return None
-    rows, cols = np.nonzero(touched)
-    region = (slice(int(rows.min()), int(rows.max()) + 1),
-              slice(int(cols.min()), int(cols.max()) + 1))
-    before = current[region].copy()
+    dtype = np.dtype(labels.dtype)
+    if dtype.kind in "iu" and label_id > np.iinfo(dtype).max:
+        raise InputError(f"label id {label_id} does not fit the labels' dtype {dtype}.")
+    if origin is not None:
+        mask, region = _placed_region(tuple(labels.shape[-2:]), mask, origin)
+        if replace:  # the object's old pixels may lie anywhere on the slice
+            full = np.zeros(tuple(labels.shape[-2:]), bool)
+            full[region] = mask
+            return paste_mask(labels, slice_index, full, label_id, overwrite=overwrite,
+                              replace=True)
+        rows, cols = np.nonzero(mask)
+        if not len(rows):
+            return None
+        region = (slice(region[0].start + int(rows.min()), region[0].start + int(rows.max()) + 1),
+                  slice(region[1].start + int(cols.min()), region[1].start + int(cols.max()) + 1))
+        sub_mask = mask[int(rows.min()):int(rows.max()) + 1, int(cols.min()):int(cols.max()) + 1]
+        before = np.asarray(labels[(*slice_index, *region)]).copy()
+    else:
+        current = np.asarray(labels[slice_index])
+        if mask.shape != current.shape:
+            raise InputError(f"mask shape {mask.shape} differs from the labels slice "
+                             f"{current.shape}.")
+        touched = mask | (current == label_id) if replace else mask
+        if not touched.any():
+            return None
+        rows, cols = np.nonzero(touched)
+        region = (slice(int(rows.min()), int(rows.max()) + 1),
+                  slice(int(cols.min()), int(cols.max()) + 1))
+        before = current[region].copy()
+        sub_mask = mask[region]
     after = before.copy()
-    sub_mask = mask[region]
     if replace:
         after[after == label_id] = 0
     paintable = sub_mask if overwrite else sub_mask & ((after == 0) | (after == label_id))
@@ -121,15 +142,31 @@ def paste_mask(labels, slice_index: tuple[int, ...], mask: np.ndarray, label_id:
     return LabelChange(slice_index, region, before, after)
 
 
+def _placed_region(shape: tuple[int, int], mask: np.ndarray, origin: tuple[int, int]
+                   ) -> tuple[np.ndarray, tuple[slice, slice]]:
+    """A cropped mask and its region in a slice of ``shape``, clipped to the slice."""
+    top, left = (int(v) for v in origin)
+    bottom, right = top + mask.shape[0], left + mask.shape[1]
+    if bottom <= 0 or right <= 0 or top >= shape[0] or left >= shape[1]:
+        raise InputError(f"a mask of shape {mask.shape} at (top, left) {(top, left)} lies "
+                         f"outside the labels slice {shape}.")
+    t, l_ = max(top, 0), max(left, 0)
+    b, r = min(bottom, shape[0]), min(right, shape[1])
+    return mask[t - top:b - top, l_ - left:r - left], (slice(t, b), slice(l_, r))
+
+
 def paste_masks(labels, slice_index: tuple[int, ...], masks: Sequence[np.ndarray],
                 label_ids: Sequence[int], *, overwrite: bool = False,
-                replace: bool = False) -> list[LabelChange]:
+                replace: bool = False, origins=None) -> list[LabelChange]:
     """:func:`paste_mask` for several objects on one slice, in the given order.
 
     Without ``overwrite`` an earlier object keeps pixels a later one also claims.
+    ``origins`` (``(K, 2)`` top, left) places cropped masks (tiled results).
     """
-    changes = (paste_mask(labels, slice_index, m, i, overwrite=overwrite, replace=replace)
-               for m, i in zip(masks, label_ids))
+    origins = [None] * len(label_ids) if origins is None else [tuple(o) for o in origins]
+    changes = (paste_mask(labels, slice_index, m, i, overwrite=overwrite, replace=replace,
+                          origin=o)
+               for m, i, o in zip(masks, label_ids, origins))
     return [c for c in changes if c is not None]
 
 

@@ -21,6 +21,7 @@ from ..errors import InputError
 from .labels import paste_mask
 from .prompts import ObjectPrompt
 from .runner import Progress, ShouldStop, SlicePlan, StackResult
+from .tiles import Tiling
 
 
 def prompt_from_mask(mask: np.ndarray, slice_index: tuple[int, ...],
@@ -43,14 +44,16 @@ def propagate_object(segmenter, get_image: Callable[[tuple], np.ndarray], seed_i
                      seed_mask: np.ndarray, object_id: int, n_slices: int, *,
                      direction: int, stop_at: set | None = None,
                      score_threshold: float = 0.5, min_area: int = 1,
-                     should_stop: Callable[[], bool] | None = None):
+                     should_stop: Callable[[], bool] | None = None,
+                     tiling: Tiling | None = None):
     """Propagate one object from ``seed_index`` in one direction along the last leading axis.
 
     Parameters
     ----------
     segmenter : SliceSegmenter
     get_image : callable
-        ``get_image(slice_index) -> uint8 (H, W, 3)`` model input of a slice.
+        ``get_image(slice_index) -> uint8 (H, W, 3)`` model input of a slice, or a
+        :class:`~.tiled.SliceSource` of it.
     seed_index : tuple of int
         Leading index of the seed slice.
     seed_mask : np.ndarray
@@ -63,6 +66,8 @@ def propagate_object(segmenter, get_image: Callable[[tuple], np.ndarray], seed_i
     stop_at : set of tuple, optional
         Slice indices not to enter (e.g. other prompted slices of the object); it is
         read at each step, so a caller may add the slices it has reached.
+    tiling : Tiling, optional
+        Slices longer than a tile are decoded tile by tile (:mod:`.tiled`).
 
     Yields
     ------
@@ -80,8 +85,13 @@ def propagate_object(segmenter, get_image: Callable[[tuple], np.ndarray], seed_i
         prompt = prompt_from_mask(mask, index, object_id)
         if prompt is None:
             return
-        segmenter.set_image(get_image(index))
-        mask, score, _ = segmenter.decode(prompt)
+        image = get_image(index)
+        if tiling is not None and tiling.applies(tuple(image.shape[:2])):
+            step = segmenter.segment(image, [prompt], tiling=tiling)
+            mask, score = step.full_mask(0), float(step.scores[0])
+        else:
+            segmenter.set_image(image)
+            mask, score, _ = segmenter.decode(prompt)
         if score < score_threshold or mask.sum() < min_area:
             return
         yield index, mask, score
@@ -89,7 +99,7 @@ def propagate_object(segmenter, get_image: Callable[[tuple], np.ndarray], seed_i
 
 def propagate_objects(segmenter, image, plan: SlicePlan, groups: dict, result: StackResult,
                       *, score_threshold: float = 0.5, overwrite: bool = False,
-                      progress: Progress | None = None,
+                      tiling: Tiling | None = None, progress: Progress | None = None,
                       should_stop: ShouldStop | None = None) -> None:
     """Propagate every prompted object of a stack run through the last leading axis.
 
@@ -107,6 +117,8 @@ def propagate_objects(segmenter, image, plan: SlicePlan, groups: dict, result: S
         New masks are pasted into ``result.labels`` without overwriting other objects
         (unless ``overwrite``) and recorded in ``result``; ``cancelled`` is set when
         ``should_stop()`` ends the run.
+    tiling : Tiling, optional
+        Slices longer than a tile are decoded tile by tile (:mod:`.tiled`).
     progress, should_stop : callable, optional
         The runner's conventions, one step per slice reached.
     """
@@ -121,14 +133,16 @@ def propagate_objects(segmenter, image, plan: SlicePlan, groups: dict, result: S
     labels = result.labels
     computed, reused = segmenter.computed, segmenter.reused
     total = len(result.slices) + sum(n_slices - len(s) for s in seeds.values())
+    tiled = tiling is not None and tiling.applies(layout.spatial_shape)
+    read = plan.slice_source if tiled else plan.model_image
     for object_id, indices in sorted(seeds.items()):
         visited = set(indices)  # grows as the object reaches slices, so none is done twice
         for seed, direction in itertools.product(indices, (1, -1)):
             steps = propagate_object(
-                segmenter, lambda i: plan.model_image(image, i), seed,
+                segmenter, lambda i: read(image, i), seed,
                 np.asarray(labels[seed]) == object_id, object_id, n_slices,
                 direction=direction, stop_at=visited, score_threshold=score_threshold,
-                should_stop=should_stop)
+                should_stop=should_stop, tiling=tiling)
             for index, mask, score in steps:
                 visited.add(index)
                 paste_mask(labels, index, mask, object_id, overwrite=overwrite)

@@ -31,6 +31,7 @@ from .image import (
     model_slice,
     selected_channel,
 )
+from .tiled import SliceSource
 
 Progress = Callable[[int, int], None]
 ShouldStop = Callable[[], bool]
@@ -74,6 +75,10 @@ class SliceJob(Protocol):
 
     ``segment`` may run in another process; ``record`` always runs in the calling
     process, in slice order, and is the only place that writes the labels.
+
+    A job with a ``tiling`` attribute (a :class:`~.tiles.Tiling`) that applies to the
+    slices gets, instead of a whole uint8 image and its embedding, a
+    :class:`~.tiled.SliceSource` to read windows from and ``embedding=None``.
     """
 
     #: progress steps per slice (1, or e.g. the point batches of segment everything)
@@ -102,6 +107,15 @@ class SlicePlan:
     def model_image(self, image, index: tuple[int, ...]) -> np.ndarray:
         """Slice ``index`` of ``image`` as the model's uint8 ``(H, W, 3)`` input."""
         return model_slice(image, self.layout, index, self.contrast_limits)
+
+    def slice_source(self, image, index: tuple[int, ...]) -> SliceSource:
+        """Slice ``index`` as a window reader (tiled jobs read only the windows they use)."""
+        return SliceSource(image, self.layout, index, self.contrast_limits)
+
+    def tiled(self, job) -> bool:
+        """Whether ``job`` tiles this plan's slices (its ``tiling`` applies to their size)."""
+        tiling = getattr(job, "tiling", None)
+        return tiling is not None and tiling.applies(self.layout.spatial_shape)
 
 
 def plan_slices(image, *, layout: ImageLayout | None = None,
@@ -173,13 +187,19 @@ def run_slices(job: SliceJob, image, plan: SlicePlan, segmenter, result: StackRe
     def stopping() -> bool:
         return should_stop is not None and should_stop()
 
+    tiled = plan.tiled(job)
     try:
         for first in range(0, len(plan.indices), size):
             batch = plan.indices[first:first + size]
             if stopping():
                 raise Cancelled
-            images = [plan.model_image(image, index) for index in batch]
-            for index, rgb, embedding in zip(batch, images, segmenter.embeddings(images)):
+            if tiled:  # the job embeds the windows it needs, batched per slice
+                images = [plan.slice_source(image, index) for index in batch]
+                embeddings = [None] * len(batch)
+            else:
+                images = [plan.model_image(image, index) for index in batch]
+                embeddings = segmenter.embeddings(images)
+            for index, rgb, embedding in zip(batch, images, embeddings):
                 if stopping():
                     raise Cancelled
                 output = job.segment(segmenter, index, rgb, embedding,

@@ -17,6 +17,8 @@ from ..predictor import HQSamPredictor, ImageEmbedding
 from .cache import EmbeddingCache, image_key
 from .encoder import encode_slices
 from .prompts import ObjectPrompt
+from .tiled import as_source, decode_tiled
+from .tiles import Tiling
 
 EncodeFn = Callable[[object, Sequence[np.ndarray]], list[ImageEmbedding]]
 
@@ -30,19 +32,36 @@ class SliceResult:
     slice_index : tuple of int
     object_ids : np.ndarray
         ``(K,)`` int.
-    masks : np.ndarray
-        ``(K, H, W)`` bool.
+    masks : np.ndarray or list of np.ndarray
+        ``(K, H, W)`` bool; on a tiled slice, K bool crops placed at ``origins``.
     scores : np.ndarray
         ``(K,)`` SAM's predicted IoU.
     low_res_logits : np.ndarray
-        ``(K, 1, 256, 256)``, usable as a later mask prompt.
+        ``(K, 1, 256, 256)``, usable as a later mask prompt (on a tiled slice, in the
+        frame of the window each object was decoded in).
+    origins : np.ndarray or None
+        ``(K, 2)`` int ``(top, left)`` of each cropped mask in the slice; None when
+        ``masks`` are full-size.
+    shape : tuple of int
+        ``(H, W)`` of the slice.
     """
 
     slice_index: tuple[int, ...]
     object_ids: np.ndarray
-    masks: np.ndarray
+    masks: np.ndarray | list
     scores: np.ndarray
     low_res_logits: np.ndarray
+    origins: np.ndarray | None = None
+    shape: tuple[int, int] = ()
+
+    def full_mask(self, k: int) -> np.ndarray:
+        """Object ``k``'s mask as a full ``(H, W)`` bool array of the slice."""
+        if self.origins is None:
+            return np.asarray(self.masks[k], bool)
+        full = np.zeros(self.shape, bool)
+        (top, left), crop = self.origins[k], self.masks[k]
+        full[top:top + crop.shape[0], left:left + crop.shape[1]] = crop
+        return full
 
 
 class SliceSegmenter:
@@ -115,19 +134,27 @@ class SliceSegmenter:
             hq_token_only=self.hq_token_only)
         return masks[0], float(scores[0]), low_res
 
-    def segment(self, image: np.ndarray | None, prompts: Sequence[ObjectPrompt],
-                embedding: ImageEmbedding | None = None) -> SliceResult:
+    def segment(self, image, prompts: Sequence[ObjectPrompt],
+                embedding: ImageEmbedding | None = None, *,
+                tiling: Tiling | None = None) -> SliceResult:
         """Masks of all ``prompts`` (all on the same slice) on ``image``.
 
         Parameters
         ----------
-        image : np.ndarray or None
-            uint8 ``(H, W, 3)``; may be None when ``embedding`` is given.
+        image : np.ndarray, SliceSource or None
+            uint8 ``(H, W, 3)``, or a window reader of a slice (:mod:`.tiled`); may be
+            None when ``embedding`` is given.
         prompts : list of ObjectPrompt
             The slice's objects, decoded in the given order.
         embedding : ImageEmbedding, optional
-            The slice's embedding if already known.
+            The slice's embedding if already known (untiled slices).
+        tiling : Tiling, optional
+            Tile a slice longer than ``tiling.tile`` on a side (:mod:`.tiles`): masks
+            come back cropped, with ``origins``. None resizes every slice to the
+            model input.
         """
+        if image is not None and tiling is not None and tiling.applies(_shape(image)):
+            return self._segment_tiled(as_source(image), prompts, tiling)
         if embedding is None:
             embedding = self.set_image(image)
         else:
@@ -139,4 +166,21 @@ class SliceSegmenter:
             np.array([p.object_id for p in prompts], dtype=np.int64),
             np.array([r[0] for r in results], dtype=bool).reshape(-1, height, width),
             np.array([r[1] for r in results], dtype=np.float32),
-            np.array([r[2] for r in results], dtype=np.float32).reshape(-1, 1, 256, 256))
+            np.array([r[2] for r in results], dtype=np.float32).reshape(-1, 1, 256, 256),
+            shape=(height, width))
+
+    def _segment_tiled(self, source, prompts, tiling: Tiling) -> SliceResult:
+        placed = decode_tiled(self, source, prompts, tiling)
+        return SliceResult(
+            prompts[0].slice_index if prompts else (),
+            np.array([p.object_id for p in prompts], dtype=np.int64),
+            [m.mask for m in placed],
+            np.array([m.score for m in placed], dtype=np.float32),
+            np.array([m.low_res for m in placed], dtype=np.float32).reshape(-1, 1, 256, 256),
+            origins=np.array([m.origin for m in placed], dtype=np.int64).reshape(-1, 2),
+            shape=tuple(source.shape))
+
+
+def _shape(image) -> tuple[int, int]:
+    """``(H, W)`` of a model image or a slice source."""
+    return tuple(image.shape[:2])

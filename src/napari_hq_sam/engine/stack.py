@@ -29,6 +29,7 @@ from .runner import (
     run_slices,
 )
 from .segmenter import EncodeFn, SliceResult, SliceSegmenter
+from .tiles import DEFAULT_TILING, Tiling
 
 
 def group_by_slice(prompts: Sequence[ObjectPrompt]) -> dict[tuple, list[ObjectPrompt]]:
@@ -109,18 +110,24 @@ class PromptJob:
         ``slice index -> prompts`` (from :func:`group_by_slice`).
     overwrite : bool
         Let objects paint over other objects' pixels.
+    tiling : Tiling or None
+        How slices larger than the model input are tiled (:mod:`.tiles`); None
+        resizes them whole to the model input.
     """
 
     groups: dict
     overwrite: bool = False
+    tiling: Tiling | None = None
     steps: int = 1
 
     def segment(self, segmenter, index, image, embedding, step, should_stop) -> SliceResult:
+        if embedding is None:  # a tiled slice: ``image`` reads windows
+            return segmenter.segment(image, self.groups[index], tiling=self.tiling)
         return segmenter.segment(None, self.groups[index], embedding)
 
     def record(self, result: StackResult, index, output: SliceResult) -> None:
         paste_masks(result.labels, index, output.masks, output.object_ids.tolist(),
-                    overwrite=self.overwrite)
+                    overwrite=self.overwrite, origins=output.origins)
         result.slices.append(index)
         for obj, score in zip(output.object_ids.tolist(), output.scores.tolist()):
             result.scores[(index, obj)] = score
@@ -131,7 +138,8 @@ def segment_stack(image, prompts: Sequence[ObjectPrompt], model=None, *,
                   encode: EncodeFn | None = None, batch_size: int | None = None,
                   contrast_limits: tuple[float, float] | None = None, labels=None,
                   overwrite: bool = False, propagate: bool = False,
-                  score_threshold: float = 0.5, progress: Progress | None = None,
+                  score_threshold: float = 0.5, tiling: Tiling | None = DEFAULT_TILING,
+                  progress: Progress | None = None,
                   should_stop: ShouldStop | None = None, **layout_kwargs) -> StackResult:
     """Segment every prompted slice of an N-D image (numpy, dask or zarr).
 
@@ -162,6 +170,10 @@ def segment_stack(image, prompts: Sequence[ObjectPrompt], model=None, *,
         (:func:`~.propagate.propagate_objects`).
     score_threshold : float
         Propagation stops where the predicted IoU falls below this.
+    tiling : Tiling or None
+        Slices longer than ``tiling.tile`` on a side are segmented tile by tile at
+        native resolution, reading and embedding only the tiles prompts use
+        (:mod:`.tiles`, :mod:`.tiled`); None resizes every slice to the model input.
     progress, should_stop : callable, optional
         ``progress(done, total)`` after each slice; ``should_stop() -> bool`` before
         each slice (see :mod:`.runner`).
@@ -180,11 +192,11 @@ def segment_stack(image, prompts: Sequence[ObjectPrompt], model=None, *,
         if model is None:
             raise InputError("segment_stack needs a model or a segmenter.")
         segmenter = SliceSegmenter(model, cache=cache, encode=encode)
-    run_slices(PromptJob(groups, overwrite), image, plan, segmenter, result,
+    run_slices(PromptJob(groups, overwrite, tiling), image, plan, segmenter, result,
                batch_size=batch_size, progress=progress, should_stop=should_stop)
     if propagate and not result.cancelled:
         propagate_objects(segmenter, image, plan, groups, result,
-                          score_threshold=score_threshold, overwrite=overwrite,
+                          score_threshold=score_threshold, overwrite=overwrite, tiling=tiling,
                           progress=progress, should_stop=should_stop)
     result.seconds = time.perf_counter() - start
     return result
