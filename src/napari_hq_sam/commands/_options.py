@@ -177,7 +177,11 @@ def add_layout_options(p: argparse.ArgumentParser) -> None:
                    help="the last axis is RGB (default: guessed from its length 3 or 4)")
     p.add_argument("--contrast-limits", type=finite_float, nargs=2, metavar=("LOW", "HIGH"),
                    action=ContrastLimitsAction,
-                   help="values mapped to black and white (default: the image's min and max)")
+                   help="values mapped to black and white (default: the image's min and max; "
+                   "an OME-Zarr pyramid's from its smallest level)")
+    p.add_argument("--level", type=non_negative_int, metavar="N",
+                   help="resolution level of an OME-Zarr image to segment (default 0, the full "
+                   "resolution); the output keeps that level's pixel size")
 
 
 def add_contrast_option(p: argparse.ArgumentParser) -> None:

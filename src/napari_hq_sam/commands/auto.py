@@ -113,26 +113,28 @@ def segment_image(args, model_checked: bool = False):
     # Everything the user can get wrong is checked before the model loads.
     out = io.check_output(args.out, args.overwrite, inputs=run_inputs(args))
     check_cache_not_input(args)
-    image = io.read_image(args.image)
+    image = io.read_image(args.image, args.level)
     layout = describe_layout(image.shape, rgb=args.rgb, channel_axis=args.channel_axis,
                              channel=args.channel, axes=args.axes)
     # the labels of every slice stay in memory (twice while stitching through z)
     in_memory = (out, layout.labels_shape, LABELS_DTYPE, "hqsam auto holds the labels of "
                  "every slice in memory: crop or downsample the image, or use a machine with "
                  "more memory.")
-    check_memory(image, layout, args.contrast_limits, labels=in_memory,
+    limits = args.contrast_limits or io.pyramid_contrast_limits(args.image, layout)
+    check_memory(image, layout, limits, labels=in_memory,
                  labels_copies=2 if args.stitch else 1, remote=bool(args.scheduler))
     io.check_output_space(out, layout.labels_shape, LABELS_DTYPE)
     if not model_checked:
         check_model_inputs(args)
     config = config_from_args(args)
     start = time.perf_counter()
-    result = _segment(args, image, layout, config)
-    io.write_labels(out, result.labels, args.overwrite)
+    result = _segment(args, image, layout, config, limits)
+    io.write_labels(out, result.labels, args.overwrite,
+                    scale=io.labels_scale(args.image, layout, args.level))
     return result, out, time.perf_counter() - start
 
 
-def _segment(args, image, layout, config):
+def _segment(args, image, layout, config, limits=None):
     from tqdm import tqdm
 
     from ..engine.distributed import segment_everything_distributed, worker_segmenter
@@ -145,7 +147,7 @@ def _segment(args, image, layout, config):
         bar.total = total
         bar.update(done - bar.n)
 
-    common = dict(layout=layout, contrast_limits=args.contrast_limits, stitch=args.stitch,
+    common = dict(layout=layout, contrast_limits=limits, stitch=args.stitch,
                   stitch_iou=args.stitch_iou, progress=progress)
     try:
         if args.workers or args.scheduler:

@@ -90,13 +90,16 @@ def embed_image(args, model_checked: bool = False):
 
     # Everything the user can get wrong is checked before the model loads.
     check_cache_not_input(args)
-    image = io.read_image(args.image)
+    image = io.read_image(args.image, args.level)
     layout = describe_layout(image.shape, rgb=args.rgb, channel_axis=args.channel_axis,
                              channel=args.channel, axes=args.axes)
     slices = None if args.slices is None else parse_slices(args.slices, layout.leading_shape)
-    check_memory(image, layout, args.contrast_limits, contrast_method=args.contrast,
+    limits = (tuple(args.contrast_limits) if args.contrast_limits  # else a pyramid's smallest level
+              else io.pyramid_contrast_limits(args.image, layout, args.contrast))
+    check_memory(image, layout, limits, contrast_method=args.contrast,
                  remote=bool(args.scheduler))
-    plan = plan_slices(image, layout=layout, contrast_limits=contrast_limits(args, image, layout),
+    plan = plan_slices(image, layout=layout,
+                       contrast_limits=limits or contrast_limits(args, image, layout),
                        slices=slices)
     if not model_checked:
         check_model_inputs(args)

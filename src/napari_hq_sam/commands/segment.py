@@ -84,11 +84,12 @@ def segment_image(args, model_checked: bool = False):
     # Everything the user can get wrong is checked before the model loads.
     out = io.check_output(args.out, args.overwrite, inputs=run_inputs(args))
     check_cache_not_input(args)
-    image = io.read_image(args.image)
+    image = io.read_image(args.image, args.level)
     prompts = read_prompt_files(args.prompts)
     layout = describe_layout(image.shape, rgb=args.rgb, channel_axis=args.channel_axis,
                              channel=args.channel, axes=args.axes)
-    limits = tuple(args.contrast_limits) if args.contrast_limits else None
+    limits = (tuple(args.contrast_limits) if args.contrast_limits  # else a pyramid's smallest level
+              else io.pyramid_contrast_limits(args.image, layout, args.contrast))
     dtype, to_zarr = prompts_dtype(prompts), out.suffix.lower() == ".zarr"
     in_memory = None if to_zarr else (out, layout.labels_shape, dtype, (
         "write them to a .zarr output instead (--out NAME.zarr), filled slice by slice."))
@@ -104,23 +105,24 @@ def segment_image(args, model_checked: bool = False):
     tmp = io.partial_path(out)
     try:
         with io.disk_full_is_output_error(out):
-            labels = _empty_labels(out, tmp, layout, prompts)
+            scale = io.labels_scale(args.image, layout, args.level)  # kept in the output
+            labels = _empty_labels(out, tmp, layout, prompts, scale)
             result = _segment(args, image, prompts, layout, limits, labels)
             if to_zarr:
                 io.commit_output(tmp, out, args.overwrite)
             else:
-                io.write_labels(out, labels, args.overwrite)
+                io.write_labels(out, labels, args.overwrite, scale=scale)
     finally:
         io.remove_partial(tmp)
     return result, out, layout, labels
 
 
-def _empty_labels(out, tmp, layout, prompts):
+def _empty_labels(out, tmp, layout, prompts, scale=None):
     from ..engine import io
     from ..engine.stack import new_labels, prompts_dtype
 
     if out.suffix.lower() == ".zarr":
-        return io.create_zarr_labels(tmp, layout.labels_shape, prompts_dtype(prompts))
+        return io.create_zarr_labels(tmp, layout.labels_shape, prompts_dtype(prompts), scale)
     return new_labels(layout.labels_shape, prompts)
 
 
