@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from .engine.tiles import DEFAULT_TILING, Tiling
 from .errors import HQSamError
 
 MEMORY_ITEMS = 32  # embeddings kept in memory (about 12 MB each)
@@ -76,6 +77,10 @@ class ViewerSession:
         Decodes prompts on cached embeddings; used by one worker task at a time.
     embedding_folder : Path or None
         On-disk cache folder in use (None: memory only).
+    tiling : Tiling or None
+        How slices longer than a tile are segmented: overlapping tiles at native
+        resolution (:class:`~napari_hq_sam.engine.tiles.Tiling`), or None to resize
+        every slice to the model input.
     lock : threading.RLock
         Held by each task while it uses the model, so that widgets take turns and
         the model is never swapped under a running task.
@@ -88,6 +93,7 @@ class ViewerSession:
         self.cache = None
         self.segmenter = None
         self.embedding_folder: Path | None = None
+        self.tiling: Tiling | None = DEFAULT_TILING
         self._listeners: list[Callable[[ViewerSession], None]] = []
         self.lock = threading.RLock()
 
@@ -193,6 +199,30 @@ class ViewerSession:
             self.hq_token_only = bool(value)
             if self.segmenter is not None:
                 self.segmenter.hq_token_only = self.hq_token_only
+        self._notify()
+
+    def set_tiling(self, tile: int | None = None, halo: int | None = None, *,
+                   enabled: bool = True) -> None:
+        """Choose how large slices are segmented, for every widget of the viewer.
+
+        Parameters
+        ----------
+        tile, halo : int, optional
+            Tile side and overlap in pixels (:class:`~napari_hq_sam.engine.tiles.Tiling`);
+            None keeps the current value (or the default).
+        enabled : bool
+            False resizes every slice to the model input instead of tiling it.
+
+        Raises
+        ------
+        InputError
+            A tile or halo the tiling refuses (the message says which values work).
+        """
+        current = self.tiling or DEFAULT_TILING
+        tiling = Tiling(current.tile if tile is None else int(tile),
+                        current.halo if halo is None else int(halo))
+        with self.lock:
+            self.tiling = tiling if enabled else None
         self._notify()
 
     def require_model(self):

@@ -27,6 +27,10 @@ class ImageContext:
         The layer's contrast limits: what the user sees is what the model gets.
     scale, translate : tuple of float
         The layer's, without the channel axis: for prompt and labels layers.
+
+    A multiscale layer is segmented at its full resolution (level 0) whatever level
+    napari displays: its ``scale`` and ``translate`` and the data coordinates napari
+    gives (prompts, the displayed slice) are those of level 0 already.
     """
 
     layer: object
@@ -37,8 +41,18 @@ class ImageContext:
 
     @property
     def data(self):
-        """The image array (numpy, dask or zarr)."""
-        return self.layer.data
+        """The image array (numpy, dask or zarr); level 0 of a multiscale layer."""
+        return full_resolution(self.layer)
+
+    @property
+    def multiscale(self) -> bool:
+        """Whether the layer is a pyramid (its level 0 is read window by window)."""
+        return bool(getattr(self.layer, "multiscale", False))
+
+
+def full_resolution(layer):
+    """The array napari's ``layer`` shows at full resolution: level 0 of a pyramid."""
+    return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
 
 
 def image_context(layer, channel_axis: int | None = None,
@@ -53,10 +67,8 @@ def image_context(layer, channel_axis: int | None = None,
     if layer is None:
         raise ValueError("No image layer: open an image (File > Open Sample > HQ-SAM for a "
                          "sample) and choose it in the widget's 'layer' box.")
-    if getattr(layer, "multiscale", False):
-        raise ValueError(f"'{layer.name}' is multiscale; HQ-SAM segments single-scale images "
-                         "only. Load its full-resolution level as an image layer.")
-    layout = describe_layout(layer.data.shape, rgb=bool(layer.rgb), channel_axis=channel_axis,
+    layout = describe_layout(full_resolution(layer).shape, rgb=bool(layer.rgb),
+                             channel_axis=channel_axis,
                              channel=channel if channel_axis is not None else None)
     keep = [i for i in range(layer.ndim) if i != channel_axis]
     lo, hi = (float(v) for v in layer.contrast_limits)

@@ -17,6 +17,7 @@ from ._context import current_index, gather_prompts, image_context
 from ._model_bar import ModelBar
 from ._runner import TaskRunner
 from ._text import shape_words
+from ._tiles_control import TilesControl
 from ._view import NEW_LABELS, NO_CHANNEL, SegmentView
 
 LIVE_DELAY_MS = 150
@@ -42,6 +43,7 @@ class SegmentController:
         self.runner = TaskRunner(view.task_panel, self._on_busy)
         self.model_bar = ModelBar(viewer, self.runner)
         view.set_model_bar(self.model_bar)
+        self.tiles = TilesControl(view, self.session)  # "Large images": the session's tiling
         self._live_timer = QTimer(view)  # dies with the view: never fires into a deleted widget
         self._live_timer.setSingleShot(True)
         self._live_timer.setInterval(LIVE_DELAY_MS)
@@ -87,6 +89,7 @@ class SegmentController:
         self._closed = True
         self.runner.close()
         self.model_bar.close()
+        self.tiles.close()
         try:
             self._live_timer.stop()
         except RuntimeError:  # already deleted with the view

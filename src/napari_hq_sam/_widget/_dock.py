@@ -4,7 +4,14 @@ all of the plugin's widgets never makes napari's window taller than the screen."
 from __future__ import annotations
 
 from qtpy.QtCore import QSize, Qt
-from qtpy.QtWidgets import QFrame, QHBoxLayout, QScrollArea, QVBoxLayout, QWidget
+from qtpy.QtWidgets import (
+    QFrame,
+    QHBoxLayout,
+    QScrollArea,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 # The height a dock asks for at most; more content scrolls.
 PREFERRED_HEIGHT = 420
@@ -56,3 +63,41 @@ def row(*widgets: QWidget) -> QWidget:
     for widget in widgets:
         layout.addWidget(widget)
     return box
+
+
+class Fold(QWidget):
+    """A titled section whose content shows only when unfolded (folded at first).
+
+    Attributes
+    ----------
+    toggle : QToolButton
+        The title with its arrow; checked when unfolded.
+    content : QWidget
+    """
+
+    def __init__(self, title: str, content: QWidget, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.toggle = QToolButton()
+        self.toggle.setText(title)
+        self.toggle.setCheckable(True)
+        self.toggle.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)
+        self.toggle.setArrowType(Qt.RightArrow)
+        self.toggle.setAutoRaise(True)
+        self.content = content
+        content.setVisible(False)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.toggle)
+        layout.addWidget(content)
+        self.toggle.toggled.connect(self.set_open)
+
+    def set_open(self, unfolded: bool) -> None:
+        """Show or hide the content."""
+        if self.toggle.isChecked() != unfolded:
+            self.toggle.setChecked(unfolded)  # calls back here once
+            return
+        self.toggle.setArrowType(Qt.DownArrow if unfolded else Qt.RightArrow)
+        self.content.setVisible(unfolded)
+
+    def set_title(self, title: str) -> None:
+        self.toggle.setText(title)

@@ -254,27 +254,44 @@ def add_labels_layer(viewer, shape: tuple[int, ...], name: str = RESULT_NAME,
 
 
 def show_preview(viewer, masks: list[np.ndarray], index: tuple[int, ...],
-                 scale=None, translate=None):
+                 scale=None, translate=None, origins=None):
     """Show the ``masks`` of slice ``index`` in the 2D preview layer (ids 1..n).
 
-    The preview is one 2D plane (it follows the displayed slice in live mode), so it
-    costs ``H * W`` bytes whatever the size of the stack. Making or replacing it does
-    not change the layer selection.
+    The preview is one 2D plane (it follows the displayed slice in live mode). Full
+    ``(H, W)`` masks fill a plane of the slice's size; cropped masks placed at
+    ``origins`` (``(K, 2)`` top, left: a tiled slice) fill only the rectangle that
+    holds them, shifted into place by the layer's translate, so a preview on a huge
+    slice costs what its objects cover. Making or replacing the layer does not
+    change the layer selection.
     """
-    shape = masks[0].shape
-    scale = None if scale is None else tuple(scale)[-2:]
-    translate = None if translate is None else tuple(translate)[-2:]
+    scale = (1.0, 1.0) if scale is None else tuple(float(v) for v in scale)[-2:]
+    translate = (0.0, 0.0) if translate is None else tuple(float(v) for v in translate)[-2:]
+    top_left = np.zeros(2, dtype=int)
+    if origins is None:
+        shape = tuple(masks[0].shape)
+    else:
+        origins = np.asarray(origins, dtype=int).reshape(-1, 2)
+        ends = origins + np.array([m.shape for m in masks], dtype=int).reshape(-1, 2)
+        top_left = origins.min(axis=0)
+        shape = tuple(int(v) for v in ends.max(axis=0) - top_left)
+        origins = origins - top_left
+    shift = tuple(t + o * s for t, o, s in zip(translate, top_left, scale))
     layer = _layer(viewer, PREVIEW_NAME, "Labels")
     if layer is None or layer.data.shape != tuple(shape):
         with keep_selection(viewer):
             if layer is not None:
                 viewer.layers.remove(layer)
             layer = viewer.add_labels(np.zeros(shape, dtype=np.uint8), name=PREVIEW_NAME,
-                                      opacity=0.5, scale=scale, translate=translate)
+                                      opacity=0.5, scale=scale, translate=shift)
     data = np.zeros(shape, dtype=np.uint8)
     for i, mask in enumerate(masks, start=1):
-        data[mask & (data == 0)] = min(i, 255)
+        top, left = (0, 0) if origins is None else origins[i - 1]
+        window = data[top:top + mask.shape[0], left:left + mask.shape[1]]
+        window[mask & (window == 0)] = min(i, 255)
+    if tuple(layer.translate) != shift:
+        layer.translate = shift
     layer.metadata["slice"] = tuple(index)
+    layer.metadata["origin"] = tuple(int(v) for v in top_left)
     layer.data = data
     return layer
 

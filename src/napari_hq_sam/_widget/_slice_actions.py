@@ -73,7 +73,7 @@ class SliceActions:
         fitted = [p.clipped_to(*ctx.layout.spatial_shape) for p in prompts]
         self.clipped = clipping_note(prompts, fitted)  # boxes dragged past the image edge
         request = _tasks.SliceRequest(ctx.data, ctx.layout, ctx.contrast_limits, index,
-                                      fitted)
+                                      fitted, tiling=c.session.tiling)
         return ctx, request
 
     def _run(self, request, desc: str, on_done) -> None:
@@ -103,7 +103,7 @@ class SliceActions:
         def done(out):
             result, cached = out
             preview = _layers.show_preview(c.viewer, list(result.masks), request.index,
-                                           ctx.scale, ctx.translate)
+                                           ctx.scale, ctx.translate, origins=result.origins)
             c.adopt(preview, toggle=True)
             if changed_at is not None and cached:
                 c.last_click_to_mask = time.perf_counter() - changed_at
@@ -140,7 +140,8 @@ class SliceActions:
         start = next_label_id(labels.data)
         ids = [start + k for k in range(len(result.masks))]
         changes = paste_masks(labels.data, request.index, list(result.masks), ids,
-                              overwrite=c.view.overwrite_check.isChecked())
+                              overwrite=c.view.overwrite_check.isChecked(),
+                              origins=result.origins)
         labels.refresh()
         snapshot = _layers.remove_prompts_on(*c.prompt_layers(), request.index)
         _layers.clear_preview(c.viewer)
@@ -171,12 +172,14 @@ class SliceActions:
             c.show_error(exc)
             return
         request = _tasks.SliceRequest(request.data, request.layout, request.contrast_limits,
-                                      request.index, [prompt])
+                                      request.index, [prompt], tiling=request.tiling)
 
         def done(out):
             result, cached = out
+            origin = None if result.origins is None else tuple(result.origins[0])
             change = paste_mask(labels.data, request.index, result.masks[0], object_id,
-                                overwrite=c.view.overwrite_check.isChecked(), replace=True)
+                                overwrite=c.view.overwrite_check.isChecked(), replace=True,
+                                origin=origin)
             labels.refresh()
             what = f"object {object_id}{on_slice(request.index)}"
             c.push_undo(UndoRecord(labels, [] if change is None else [change], None,

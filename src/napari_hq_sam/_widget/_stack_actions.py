@@ -27,7 +27,7 @@ class StackActions:
         return _tasks.StackRequest(
             ctx.data, ctx.layout, ctx.contrast_limits, prompts, np.array(labels.data),
             overwrite=v.overwrite_check.isChecked(), propagate=propagate,
-            score_threshold=float(v.threshold_spin.value()))
+            score_threshold=float(v.threshold_spin.value()), tiling=self.c.session.tiling)
 
     def segment_stack(self) -> None:
         """Segment every slice that has prompts, in a worker with progress and cancel."""
@@ -102,13 +102,11 @@ class StackActions:
         c = self.c
         changes = []
         for index in dict.fromkeys(result.slices):
-            before = np.array(labels.data[index])
-            after = np.asarray(result.labels[index])
-            if np.array_equal(before, after):
+            change = _slice_change(tuple(index), labels.data[index], result.labels[index])
+            if change is None:
                 continue
-            region = (slice(0, after.shape[0]), slice(0, after.shape[1]))
-            changes.append(LabelChange(tuple(index), region, before, after.copy()))
-            labels.data[tuple(index)] = after
+            changes.append(change)
+            labels.data[change.key] = change.after
         labels.refresh()
         snapshot = None
         if consume is not None and changes:
@@ -120,3 +118,17 @@ class StackActions:
         c.set_status(f"{state} {count(len(changes), 'slice')} written to '{labels.name}' "
                      f"({count(result.computed, 'new embedding')}, {result.reused} cached, "
                      f"{result.seconds:.1f} s).")
+
+
+def _slice_change(index: tuple, before, after) -> LabelChange | None:
+    """The change from ``before`` to ``after`` (one slice), cut to the rectangle that differs.
+
+    Undo records then hold what a run changed, not whole slices of a large image.
+    """
+    before, after = np.asarray(before), np.asarray(after)
+    rows, cols = np.nonzero(before != after)
+    if not len(rows):
+        return None
+    region = (slice(int(rows.min()), int(rows.max()) + 1),
+              slice(int(cols.min()), int(cols.max()) + 1))
+    return LabelChange(index, region, before[region].copy(), after[region].copy())

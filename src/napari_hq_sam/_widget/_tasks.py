@@ -16,8 +16,20 @@ import numpy as np
 from ..session import ViewerSession
 
 
-def slice_image(request) -> np.ndarray:
-    """uint8 ``(H, W, 3)`` model input of ``request``'s slice, through its contrast limits."""
+def slice_image(request):
+    """The model input of ``request``'s slice, through its contrast limits.
+
+    A slice the request's tiling applies to is returned as a
+    :class:`~napari_hq_sam.engine.tiled.SliceSource` (windows read when a prompt needs
+    them: a huge, lazy or multiscale image is never converted whole); any other as
+    uint8 ``(H, W, 3)``.
+    """
+    tiling = getattr(request, "tiling", None)
+    if tiling is not None and tiling.applies(request.layout.spatial_shape):
+        from ..engine.tiled import SliceSource
+
+        return SliceSource(request.data, request.layout, request.index,
+                           request.contrast_limits)
     from ..engine.image import model_slice
 
     return model_slice(request.data, request.layout, request.index, request.contrast_limits)
@@ -37,6 +49,9 @@ class SliceRequest:
         The slice.
     prompts : list of ObjectPrompt
         The slice's objects.
+    tiling : Tiling or None
+        Tiles for a slice longer than a tile (masks then come back as crops with
+        origins); None resizes the slice to the model input.
     """
 
     data: object
@@ -44,6 +59,7 @@ class SliceRequest:
     contrast_limits: tuple
     index: tuple
     prompts: list
+    tiling: object = None
 
 
 @contextmanager
@@ -66,7 +82,7 @@ def segment_slice_task(session: ViewerSession, request: SliceRequest):
         image = slice_image(request)
         with segmenter_of(session) as segmenter:
             before = segmenter.computed
-            result = segmenter.segment(image, request.prompts)
+            result = segmenter.segment(image, request.prompts, tiling=request.tiling)
             cached = segmenter.computed == before
         progress(1, 1)
         return result, cached
@@ -110,6 +126,8 @@ class StackRequest:
     overwrite : bool
     propagate : bool
     score_threshold : float
+    tiling : Tiling or None
+        As in :class:`SliceRequest`.
     """
 
     data: object
@@ -120,6 +138,7 @@ class StackRequest:
     overwrite: bool = False
     propagate: bool = False
     score_threshold: float = 0.5
+    tiling: object = None
 
 
 def stack_task(session: ViewerSession, request: StackRequest):
@@ -138,7 +157,7 @@ def stack_task(session: ViewerSession, request: StackRequest):
                 layout=request.layout, contrast_limits=request.contrast_limits,
                 labels=request.labels, overwrite=request.overwrite,
                 propagate=request.propagate, score_threshold=request.score_threshold,
-                progress=progress, should_stop=should_stop)
+                tiling=request.tiling, progress=progress, should_stop=should_stop)
 
     return task
 
@@ -161,7 +180,8 @@ def propagate_existing_task(session: ViewerSession, request: StackRequest, index
         with segmenter_of(session) as segmenter:
             propagate_objects(segmenter, request.data, plan, {index: [seed]}, result,
                               score_threshold=request.score_threshold,
-                              overwrite=request.overwrite, progress=progress,
+                              overwrite=request.overwrite, tiling=request.tiling,
+                              progress=progress,
                               should_stop=should_stop)
         return result
 

@@ -14,10 +14,11 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ._dock import row, scrolling_layout
+from ._dock import Fold, row, scrolling_layout
 from ._task_panel import TaskPanel
 
 NEW_LABELS = "(new labels layer)"
+MIN_TILE, MAX_TILE = 256, 4096  # tile sides offered; the engine accepts from 64
 NO_CHANNEL = "none"
 
 
@@ -35,6 +36,7 @@ class SegmentView(QWidget):
         self._layout.addWidget(self._prompt_box())
         self._layout.addWidget(self._output_box())
         self._layout.addWidget(self._stack_box())
+        self._layout.addWidget(self._tiles_fold())
         self.task_panel = TaskPanel()
         self.task_panel.set_status("Choose an image layer and load a model.")
         self.cancel_button = self.task_panel.cancel_button
@@ -123,6 +125,33 @@ class SegmentView(QWidget):
         form.addRow(self.stack_button)
         form.addRow("Min score", row(self.threshold_spin, self.propagate_button))
         return box
+
+    def _tiles_fold(self) -> Fold:
+        box = QGroupBox()
+        form = QFormLayout(box)
+        self.tiles_check = QCheckBox("Native resolution (tiles)")
+        self.tiles_check.setChecked(True)
+        self.tiles_check.setToolTip(
+            "On: a slice larger than a tile is cut into overlapping tiles read at full "
+            "resolution, and each object is segmented in the tile that holds it.\n"
+            "Off: every slice is resized to the model's 1024-pixel input (small objects "
+            "of large images shrink or vanish).")
+        self.tile_spin = QSpinBox()
+        self.tile_spin.setRange(MIN_TILE, MAX_TILE)
+        self.tile_spin.setSingleStep(128)
+        self.tile_spin.setSuffix(" px")
+        self.tile_spin.setToolTip("Side of a tile, halo included. 1024 (the model's input) "
+                                  "keeps tiles at native resolution.")
+        self.halo_spin = QSpinBox()
+        self.halo_spin.setSingleStep(32)
+        self.halo_spin.setSuffix(" px")
+        self.halo_spin.setToolTip("Overlap on each side of a tile's core: at least the "
+                                  "radius of the largest objects, so that an object prompted "
+                                  "in a core is seen whole.")
+        form.addRow(self.tiles_check)
+        form.addRow("Tile", row(self.tile_spin, QLabel("Halo"), self.halo_spin))
+        self.tiles_fold = Fold("Large images", box)
+        return self.tiles_fold
 
     def action_buttons(self) -> list[QPushButton]:
         """Buttons disabled while a task runs."""
