@@ -82,6 +82,10 @@ def run_image_set(args, command: str) -> int | None:
     from ._common import check_model_inputs
 
     check_model_inputs(args)
+    if command != "embed":
+        from ..engine.image_sets import make_output_folder
+
+        make_output_folder(args.out)
     start = time.perf_counter()
     todo = [item for item in items if item.name not in settled]
     if todo and (args.workers or args.scheduler):
@@ -110,10 +114,6 @@ def _plan(args, command: str) -> tuple[list[_Item], dict[str, ImageOutcome]]:
     from ..engine import image_sets
 
     images = image_sets.list_images(args.image)
-    out_folder = None if command == "embed" else image_sets.prepare_output_folder(args.out,
-                                                                                  images)
-    if getattr(args, "cache", None):
-        _check_cache_outside(args.cache, images)
     prompts = {}
     if command == "segment":
         if len(args.prompts) != 1:
@@ -126,6 +126,10 @@ def _plan(args, command: str) -> tuple[list[_Item], dict[str, ImageOutcome]]:
             warnings.warn(f"prompt files in {args.prompts[0]} named after no image, not used: "
                           f"{names}{more} (a file NAME.csv or NAME_*.csv belongs to image "
                           "NAME)", HQSamWarning, stacklevel=1)
+    if getattr(args, "cache", None):
+        _check_cache_outside(args.cache, images)
+    out_folder = (None if command == "embed" else
+                  image_sets.check_output_folder(args.out, images))
     distributed = bool(args.workers or args.scheduler)
     items, settled = [], {}
     for image in images:

@@ -192,8 +192,8 @@ def output_path(folder: str | Path, name: str, fmt: str) -> Path:
     return Path(folder) / f"{name}.{fmt}"
 
 
-def prepare_output_folder(folder: str | Path, images: list[SetImage]) -> Path:
-    """Check (and create) the folder the labels of a set go to.
+def check_output_folder(folder: str | Path, images: list[SetImage]) -> Path:
+    """Check the folder the labels of a set go to (made by :func:`make_output_folder`).
 
     Raises
     ------
@@ -202,7 +202,7 @@ def prepare_output_folder(folder: str | Path, images: list[SetImage]) -> Path:
         images come from (the outputs would join the set on the next run, or replace
         an image).
     OutputError
-        ``folder`` (or a parent) is a file, or it cannot be created.
+        ``folder`` (or a parent) is a file.
     """
     folder = Path(folder)
     if folder.suffix.lower() in IMAGE_SUFFIXES:
@@ -217,11 +217,24 @@ def prepare_output_folder(folder: str | Path, images: list[SetImage]) -> Path:
         raise InputError(f"--out {folder} is the folder of the images: choose another folder "
                          "for their labels, so that the outputs never join or replace the "
                          "images.")
+    blocking = next((p for p in folder.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise OutputError(f"--out {folder} cannot be created: {blocking} is a file; choose "
+                          "another --out.")
+    return folder
+
+
+def make_output_folder(folder: str | Path) -> Path:
+    """Create the output folder of a set (and its parents) unless it exists.
+
+    Raises
+    ------
+    OutputError
+        It cannot be created (permissions, a read-only disk).
+    """
+    folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-    except FileExistsError as exc:
-        raise OutputError(f"--out {folder}: a parent of it is a file ({exc.filename}); choose "
-                          "another --out.") from None
     except OSError as exc:
         raise OutputError(f"cannot create the output folder {folder} "
                           f"({exc.strerror or exc}): choose another --out.") from None
