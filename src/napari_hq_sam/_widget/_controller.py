@@ -115,6 +115,9 @@ class SegmentController:
                   and lyr.name != _layers.PREVIEW_NAME]
         _refill(v.image_combo, images)
         _refill(v.labels_combo, [NEW_LABELS, *labels])
+        added = getattr(event, "value", None) if getattr(event, "type", "") == "inserted" else None
+        if isinstance(added, Image) and added.metadata.get(_layers.ROLE_KEY) == _layers.SERIES:
+            v.image_combo.setCurrentText(added.name)  # the image series' next image
 
     def _image_changed(self, name: str) -> None:
         layer = self._layer(name)
@@ -142,8 +145,8 @@ class SegmentController:
         """Another image (or channel axis) is chosen: prompt layers and labels follow it.
 
         Existing prompt layers are parked under their image's name and this image's
-        come back (or are made); a labels choice made for another image is replaced
-        by this image's labels layer or a new one; the preview is cleared.
+        come back (or are made); a labels choice made for another image, or none, is
+        replaced by this image's labels layer or a new one; the preview is cleared.
         """
         if self._closed:
             return
@@ -155,8 +158,8 @@ class SegmentController:
         combo = self.view.labels_combo
         chosen = self._layer(combo.currentText())
         shape = tuple(ctx.layout.labels_shape)
-        if chosen is not None and (tuple(chosen.data.shape) != shape or
-                                   _layers.tied_image(chosen) not in (None, ctx.layer.name)):
+        if chosen is None or (tuple(chosen.data.shape) != shape or
+                              _layers.tied_image(chosen) not in (None, ctx.layer.name)):
             own = _layers.tied_layer(self.viewer, _layers.LABELS, ctx.layer.name, "Labels")
             fits = own is not None and tuple(own.data.shape) == shape
             combo.setCurrentText(own.name if fits else NEW_LABELS)

@@ -37,6 +37,7 @@ _LABEL_DTYPE = pd.CategoricalDtype([POSITIVE, NEGATIVE])
 # layer.metadata keys that tie a layer to the widget: its role and the image it was made for
 ROLE_KEY, IMAGE_KEY = "hq_sam_role", "hq_sam_image"
 POINTS, BOXES, LABELS = "points", "boxes", "labels"
+SERIES = "series image"  # the role of the image layer the image-series dock shows
 _PROMPT_KINDS = {POINTS: (POINTS_NAME, "Points"), BOXES: (BOXES_NAME, "Shapes")}
 _PROMPT_MODES = {POINTS: "add", BOXES: "add_rectangle"}
 
