@@ -7,9 +7,13 @@ one line naming the file, what is wrong and what to do, exit 2, nothing written.
 A zarr group's suggested array path works. Boolean, integer and float images run.
 
 Huge images fail fast or work: a memory-mapped TIFF is never read whole (contrast
-limits come from napari's sample), labels that cannot fit in memory are refused before
-any model work (a .zarr output is filled slice by slice and runs), and so is a slice
-whose conversion to the model's input cannot fit. The memory available is fixed per
+limits come from a sample), a compressed TIFF larger than memory is read piece by
+piece (one stored in pieces too large for that is refused), a damaged piece of a
+large TIFF is found before any work, labels that cannot fit in memory are refused
+before any model work (a .zarr output is filled slice by slice and runs), and so is a
+slice whose conversion to the model's input cannot fit. OME-Zarr levels that do not
+exist, ``--level`` for an image without levels, and OME-Zarr metadata that names no
+or missing arrays are one line each. The memory available is fixed per
 test, so the outcome does not depend on the machine; the files are sparse, so they
 take almost no disk, and no test allocates more than a few hundred MiB.
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import json
 import tracemalloc
+import zlib
 
 import numpy as np
 import pytest
@@ -25,8 +30,9 @@ import tifffile
 import zarr
 from fault_utils import assert_user_error, leftovers, run_cli, snapshot
 
-from napari_hq_sam.engine import io, resources
+from napari_hq_sam.engine import image_files, resources
 from napari_hq_sam.engine.image import default_contrast_limits
+from napari_hq_sam.errors import InputError
 from napari_hq_sam.model.checkpoint import CheckpointError, read_state_dict
 
 COMMANDS = ("segment", "auto", "embed")
@@ -104,9 +110,39 @@ def _truncated_npy(folder, stack):
     return path
 
 
+def _big_tiled_tiff(path):
+    """A (20000, 20000) uint16 zlib TIFF of 1024-pixel tiles (763 MiB nominal, read by
+    tile), each the same pattern, so it takes a few MiB to build."""
+    tile = np.full((1024, 1024), 300, np.uint16)
+    tile[::7, ::5] = 900
+    encoded = zlib.compress(tile.tobytes(), 1)
+    tifffile.imwrite(path, iter([encoded] * 20 ** 2), shape=(20000, 20000), dtype=np.uint16,
+                     tile=(1024, 1024), compression="zlib")
+    return path
+
+
+def _truncated_tiled_tiff(folder, stack):
+    """Large, so read tile by tile: its last tiles are cut off."""
+    path = _big_tiled_tiff(folder / "scan.tif")
+    path.write_bytes(path.read_bytes()[:-5000])
+    return path
+
+
+def _garbled_tiled_tiff(folder, stack):
+    """Large, so read tile by tile: its first tile's compressed bytes are overwritten."""
+    path = _big_tiled_tiff(folder / "scan.tif")
+    with tifffile.TiffFile(path) as tif:
+        start = int(tif.pages[0].dataoffsets[0])
+    data = bytearray(path.read_bytes())
+    data[start + 10:start + 60] = b"x" * 50
+    path.write_bytes(bytes(data))
+    return path
+
+
 @pytest.mark.parametrize("command", COMMANDS)
 @pytest.mark.parametrize("damage", [_truncated_zlib_tiff, _truncated_imagej_tiff,
-                                    _truncated_plain_tiff, _truncated_npy])
+                                    _truncated_plain_tiff, _truncated_npy,
+                                    _truncated_tiled_tiff, _garbled_tiled_tiff])
 def test_damaged_image_is_one_line(command, damage, folder, nuclei3d, tiny_checkpoint):
     image = damage(folder, nuclei3d[9:12])
     line = _refused(_argv(command, image, folder, tiny_checkpoint), folder,
@@ -118,8 +154,8 @@ def test_truncated_imagej_tiff_is_not_read_short(tmp_path, nuclei3d):
     """tifffile alone returns the first page of this file, without an error."""
     image = _truncated_imagej_tiff(tmp_path, nuclei3d[9:12])
     assert tifffile.imread(image).shape == nuclei3d.shape[1:]
-    with pytest.raises(io.InputError, match=DAMAGED):
-        io.read_image(image)
+    with pytest.raises(InputError, match=DAMAGED):
+        image_files.read_image(image)
 
 
 # -- folders where an image is wanted ----------------------------------------------------
@@ -203,7 +239,7 @@ def test_real_dtypes_run(dtype, folder, nuclei3d, tiny_checkpoint):
         crop // 4 if dtype == np.uint8 else crop).astype(dtype)
     image = folder / "scan.tif"
     tifffile.imwrite(image, data)
-    assert np.array_equal(io.read_image(image), data)
+    assert np.array_equal(image_files.read_image(image), data)
     outcome = run_cli(_argv("embed", image, folder, tiny_checkpoint, "--slices", "1"))
     assert outcome.code == 0 and outcome.stderr == "", outcome.stderr
     assert "embedded 1 slice" in outcome.stdout and "1 computed" in outcome.stdout
@@ -269,10 +305,11 @@ def _peak_mib(fn):
 
 def test_huge_tiff_is_memory_mapped_and_sampled(huge, nuclei2d):
     (image, limits), peak = _peak_mib(lambda: (
-        io.read_image(huge), default_contrast_limits(io.read_image(huge))))
+        image_files.read_image(huge), default_contrast_limits(image_files.read_image(huge))))
     assert isinstance(image, np.memmap) and image.shape == (1, 60000, 60000)
-    patch = nuclei2d[:62, :62]  # napari's sample of a huge plane: its central 62 x 62
-    assert limits == (float(patch.min()), float(patch.max()))
+    # the sample's centre window holds the nuclei and zeros around them
+    patch = nuclei2d[:62, :62]
+    assert limits == (0.0, float(patch.max()))
     assert peak < 16
 
 
@@ -359,14 +396,102 @@ def test_tall_stack_into_zarr_runs_within_memory(tall, memory, tiny_checkpoint, 
     assert outcome.code == 0, outcome.stderr
     expected = tifffile.imread(single / "out.tif")[0]
     assert expected.any() and np.array_equal(labels[3], expected)
-    assert labels.nchunks_initialized == 1  # the other slices are empty, not stored
+    # only chunks of slice 3 that hold labels are stored (1024 x 1024 pixels each)
+    holding = sum(expected[y:y + 1024, x:x + 1024].any()
+                  for y in range(0, 2000, 1024) for x in range(0, 2000, 1024))
+    assert labels.chunks == (1, 1024, 1024) and labels.nchunks_initialized == holding
     assert leftovers(folder) == []
 
 
-def test_compressed_tiff_beyond_memory(tmp_path, memory, nuclei3d, tiny_checkpoint):
+def test_compressed_tiff_beyond_memory_is_read_piece_by_piece(tmp_path, memory, nuclei3d):
+    image = tmp_path / "scan.tif"
+    tifffile.imwrite(image, nuclei3d, compression="zlib")  # one piece per slice
+    memory(100 * 2 ** 10 / GIB)  # 100 KiB: the image takes 211 KiB, a slice 6.8 KiB
+    opened = image_files.read_image(image)
+    assert isinstance(opened, zarr.Array) and np.array_equal(opened[...], nuclei3d)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_tiff_in_pieces_too_large_is_refused(command, tmp_path, memory, nuclei3d,
+                                             tiny_checkpoint):
     image = tmp_path / "scan.tif"
     tifffile.imwrite(image, nuclei3d, compression="zlib")
-    memory(100 * 2 ** 10 / GIB)  # 100 KiB
-    _refused(_argv("embed", image, tmp_path, tiny_checkpoint), tmp_path, str(image),
-             "stored compressed or in pieces", "211 KiB of memory", "100 KiB available",
-             "uncompressed TIFF")
+    memory(40 * 2 ** 10 / GIB)  # 40 KiB: a 6.8 KiB piece decoded per window is too much
+    _refused(_argv(command, image, tmp_path, tiny_checkpoint), tmp_path, str(image),
+             "stored compressed in pieces of 6.8 KiB", "211 KiB of memory",
+             "40.0 KiB available", "tiled TIFF")
+
+
+# -- OME-Zarr levels ---------------------------------------------------------------------
+
+def _pyramid(folder, stack, datasets=None):
+    """An OME-Zarr (NGFF 0.4) group of stack at full and half size."""
+    path = folder / "scan.ome.zarr"
+    group = zarr.open_group(str(path), mode="w", zarr_format=2)
+    group.create_array("0", data=stack)
+    group.create_array("1", data=stack[:, ::2, ::2])
+    axes = [{"name": n, "type": "space", "unit": "micrometer"} for n in "zyx"]
+    if datasets is None:
+        datasets = [{"path": str(i), "coordinateTransformations": [
+            {"type": "scale", "scale": [1.0, 0.5 * 2 ** i, 0.5 * 2 ** i]}]} for i in range(2)]
+    group.attrs["multiscales"] = [{"version": "0.4", "axes": axes, "datasets": datasets}]
+    return path
+
+
+def _no_such_level(folder, stack):
+    return _pyramid(folder, stack), ["--level", "2"], [
+        "has no level 2", "its levels are 0 (3 x 61 x 57), 1 (3 x 31 x 29)"]
+
+
+def _level_of_a_tiff(folder, stack):
+    path = folder / "scan.tif"
+    tifffile.imwrite(path, stack)
+    return path, ["--level", "1"], ["has one resolution", "only in OME-Zarr images"]
+
+
+def _level_of_a_plain_group(folder, stack):
+    path = folder / "scan.zarr"
+    zarr.open_group(str(path), mode="w").create_array("0", data=stack)
+    return path, ["--level", "1"], ["is not an OME-Zarr image", "no multiscales"]
+
+
+def _ome_without_datasets(folder, stack):
+    return _pyramid(folder, stack, datasets=[]), [], ["lists no datasets"]
+
+
+def _ome_missing_level(folder, stack):
+    datasets = [{"path": "0", "coordinateTransformations": [
+        {"type": "scale", "scale": [1.0, 1.0, 1.0]}]}, {"path": "gone"}]
+    return _pyramid(folder, stack, datasets), ["--level", "1"], [
+        "level 1 names the array 'gone', which the group does not hold"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("make", [_no_such_level, _level_of_a_tiff, _level_of_a_plain_group,
+                                  _ome_without_datasets, _ome_missing_level])
+def test_level_errors_are_one_line(command, make, folder, nuclei3d, tiny_checkpoint):
+    image, extra, fragments = make(folder, nuclei3d[9:12])
+    _refused(_argv(command, image, folder, tiny_checkpoint, *extra), folder, str(image),
+             *fragments)
+
+
+def test_level_option_must_be_a_whole_number(folder, nuclei3d, tiny_checkpoint):
+    image, _, _ = _no_such_level(folder, nuclei3d[9:12])
+    _refused(_argv("embed", image, folder, tiny_checkpoint, "--level", "-1"), folder,
+             "argument --level: must be 0 or more")
+
+
+def test_ome_zarr_level_segmented_with_its_scale(folder, nuclei3d, tiny_checkpoint):
+    """Level 1 of an OME-Zarr image: labels of its shape, with its pixel size."""
+    image, _, _ = _no_such_level(folder, nuclei3d[9:12])
+    (folder / "prompts.json").write_text(json.dumps(
+        {"prompts": [{"slice": [1], "box": [8, 4, 26, 20], "object": 1}]}))
+    argv = _argv("segment", image, folder, tiny_checkpoint, "--level", "1")
+    argv[argv.index("--out") + 1] = folder / "out.zarr"
+    outcome = run_cli(argv)
+    assert outcome.code == 0, outcome.stderr
+    labels = np.asarray(image_files.read_image(folder / "out.zarr")[...])
+    assert labels.shape == (3, 31, 29) and labels[1].any() and not labels[[0, 2]].any()
+    assert image_files.image_scale(folder / "out.zarr").scale == (1.0, 1.0, 1.0)
+    assert image_files.image_scale(image, 1).scale == (1.0, 1.0, 1.0)
+    assert leftovers(folder) == []

@@ -120,7 +120,8 @@ def check_cache_not_input(args) -> None:
 
 
 def check_memory(image, layout, contrast_limits, *, labels=None, labels_copies: int = 1,
-                 contrast_method: str = "minmax", remote: bool = False) -> None:
+                 contrast_method: str = "minmax", remote: bool = False,
+                 tile: int | None = None) -> None:
     """Refuse a run whose arrays cannot fit in this machine's memory, before any work.
 
     Parameters
@@ -141,6 +142,10 @@ def check_memory(image, layout, contrast_limits, *, labels=None, labels_copies: 
     remote : bool
         Slices are converted on a Dask cluster elsewhere: only this machine's own
         arrays are checked.
+    tile : int, optional
+        A tiled run converts slices one window of at most ``tile`` x ``tile`` pixels
+        at a time (:func:`~napari_hq_sam.engine.resources.slice_conversion_bytes`);
+        None: whole slices.
     """
     import numpy as np
 
@@ -157,7 +162,7 @@ def check_memory(image, layout, contrast_limits, *, labels=None, labels_copies: 
         return
     h, w = layout.spatial_shape
     convert = 0 if remote else slice_conversion_bytes((h, w), image.dtype, layout.rgb,
-                                                      contrast_limits)
+                                                      contrast_limits, tile=tile)
     if convert > free:
         fits = int(free / (convert / (h * w)))
         raise InputError(f"a slice of {h} x {w} pixels needs about {size_text(convert)} of "

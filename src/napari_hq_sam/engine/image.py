@@ -12,7 +12,9 @@ Contrast limits map image values to 0..255 like a napari layer's: ``lo`` becomes
 :func:`default_contrast_limits` uses napari's own default: ``(0, 255)`` for uint8
 data, else the minimum and maximum of the **whole** array (or, with
 ``method="percentile"``, its 0.5th and 99.5th percentiles), so every slice of a
-stack is scaled the same way.
+stack is scaled the same way. A huge array is never read whole for them: like
+napari, only three planes of a large stack are read, and a plane larger than napari's
+own threshold is sampled on a grid of windows (at most :data:`SAMPLE_VALUES` values).
 """
 
 from __future__ import annotations
@@ -174,6 +176,10 @@ def check_finite(values, where: str = "image") -> None:
 
 # napari reads the whole array only up to this many values; above, a sample (see below)
 NAPARI_FULL_READ = 1e7
+# Most values read from the three planes of a huge image for its contrast limits.
+SAMPLE_VALUES = 3 * 2 ** 20
+# Side of one sampling window: a few windows touch few zarr chunks or TIFF tiles.
+SAMPLE_WINDOW = 256
 
 
 def default_contrast_limits(image, method: str = "minmax", *,
@@ -183,15 +189,18 @@ def default_contrast_limits(image, method: str = "minmax", *,
     Parameters
     ----------
     image : array-like
-        The whole image (numpy, dask or zarr), without a channel axis; an RGB last
-        axis is allowed (``rgb=True``).
+        The whole image (numpy, memory-mapped, dask or zarr), without a channel axis
+        (:func:`selected_channel`); an RGB last axis is allowed (``rgb=True``).
     method : str
         ``"minmax"``: what napari gives a new layer: ``(0, 255)`` for uint8, else the
-        minimum and maximum of the array, or for arrays of more than 1e7 values those
-        of its first, middle and last planes (of a central 62 x 62 patch of each when
-        a plane alone has more than 1e7 values): never a full read of a large image,
-        and the same limits the viewer shows, so embeddings computed here are cache
-        hits in napari. Equal minimum and maximum widen to include 0 and 1.
+        minimum and maximum of the array; for arrays of more than 1e7 values those of
+        its first, middle and last planes. A plane of more than 1e7 values is
+        sampled instead: windows of 256 x 256 pixels on an even grid that includes
+        the plane's centre, at most :data:`SAMPLE_VALUES` values in all (napari reads
+        a central 62 x 62 patch there, or an in-memory 2D numpy array whole, which
+        is kept). Up to napari's thresholds the limits are the viewer's, so
+        embeddings computed here are cache hits in napari. Equal minimum and maximum
+        widen to include 0 and 1.
         ``"percentile"``: the 0.5th and 99.5th percentiles of the whole array (robust
         to a few hot pixels; reads the data into memory).
     rgb : bool
@@ -215,25 +224,55 @@ def default_contrast_limits(image, method: str = "minmax", *,
 
 
 def _napari_range(image, rgb: bool) -> tuple[float, float]:
-    """Minimum and maximum as napari's ``calc_data_range`` computes them for a layer."""
+    """Minimum and maximum as napari's ``calc_data_range``, huge planes sampled."""
     shape, size = tuple(image.shape), int(np.prod(image.shape))
     plane_axes = 2 + int(rgb)
-    small_numpy = isinstance(image, np.ndarray) and image.ndim < 3
-    if size > NAPARI_FULL_READ and not small_numpy and len(shape) >= plane_axes:
+    in_memory_2d = (isinstance(image, np.ndarray) and not isinstance(image, np.memmap)
+                    and image.ndim < 3)
+    if size > NAPARI_FULL_READ and not in_memory_2d and len(shape) >= plane_axes:
         lead = shape[:-plane_axes]
-        planes = [tuple(0 for _ in lead), tuple(s // 2 for s in lead),
-                  tuple(s - 1 for s in lead)]
+        planes = list(dict.fromkeys([tuple(0 for _ in lead), tuple(s // 2 for s in lead),
+                                     tuple(s - 1 for s in lead)]))
         plane = shape[-plane_axes:]
-        if np.prod(plane) > NAPARI_FULL_READ and plane[0] > 64 and plane[1] > 64:
-            patch = tuple(slice(s // 2 - 31, s // 2 + 31) for s in plane[:2])
-            planes = [index + patch for index in planes]
-        parts = [np.asarray(image[index]) for index in planes]
-        lo, hi = min(float(p.min()) for p in parts), max(float(p.max()) for p in parts)
+        if np.prod(plane) > NAPARI_FULL_READ:
+            budget = SAMPLE_VALUES // (len(planes) * (plane[2] if rgb else 1))
+            windows = sample_windows(plane[:2], budget)
+            planes = [index + window for index in planes for window in windows]
+        lo = hi = None
+        for key in planes:  # one window in memory at a time
+            part = np.asarray(image[key])
+            part_lo, part_hi = float(part.min()), float(part.max())
+            lo = part_lo if lo is None else min(lo, part_lo)
+            hi = part_hi if hi is None else max(hi, part_hi)
     else:
         lo, hi = _reduce(image, "min"), _reduce(image, "max")
     if lo == hi:
         lo, hi = min(lo, 0.0), max(hi, 1.0)
     return lo, hi
+
+
+def sample_windows(plane: tuple[int, int], budget: int = SAMPLE_VALUES,
+                   window: int = SAMPLE_WINDOW) -> list[tuple[slice, slice]]:
+    """Windows of a ``(H, W)`` plane to sample, at most ``budget`` pixels in all.
+
+    Up to ``window`` x ``window`` pixels each, on an even grid with an odd number of
+    rows and columns (so one window is at the centre, where napari looks), its outer
+    windows at the plane's edges.
+    """
+    h, w = (int(n) for n in plane)
+    wy, wx = min(window, h), min(window, w)
+    count = max(1, budget // (wy * wx))
+    rows = max(1, min(round((count * h / w) ** 0.5), -(-h // wy)))
+    cols = max(1, min(count // rows, -(-w // wx)))
+    rows, cols = rows - (rows % 2 == 0), cols - (cols % 2 == 0)  # odd: a centre window
+    return [(slice(y, y + wy), slice(x, x + wx))
+            for y in _starts(h, wy, rows) for x in _starts(w, wx, cols)]
+
+
+def _starts(length: int, window: int, count: int) -> list[int]:
+    if count == 1:
+        return [(length - window) // 2]
+    return [round(i * (length - window) / (count - 1)) for i in range(count)]
 
 
 def _reduce(image, how: str) -> float:
@@ -297,12 +336,50 @@ def to_model_image(slice_, contrast_limits: tuple[float, float] | None = None,
 
 
 def selected_channel(image, layout: ImageLayout):
-    """``image`` restricted to the chosen channel (lazily for dask), for contrast limits."""
+    """``image`` restricted to the chosen channel, for contrast limits.
+
+    numpy and dask give a view; other arrays (zarr, a TIFF's pieces) a
+    :class:`ChannelView` that reads only what is indexed, never the whole channel.
+    """
     if layout.channel_axis is None:
         return image
-    key = [slice(None)] * len(layout.shape)
-    key[layout.channel_axis] = layout.channel
-    return image[tuple(key)]
+    if isinstance(image, np.ndarray) or hasattr(image, "dask"):
+        key = [slice(None)] * len(layout.shape)
+        key[layout.channel_axis] = layout.channel
+        return image[tuple(key)]
+    return ChannelView(image, layout.channel_axis, layout.channel)
+
+
+class ChannelView:
+    """One channel of a lazy array (zarr): indexing reads only the indexed part.
+
+    Parameters
+    ----------
+    base : array-like
+        The array with the channel axis.
+    axis, channel : int
+        The channel axis (non-negative) and the channel kept.
+    """
+
+    def __init__(self, base, axis: int, channel: int):
+        self.base, self.axis, self.channel = base, int(axis), int(channel)
+        self.shape = tuple(n for i, n in enumerate(base.shape) if i != self.axis)
+        self.dtype = np.dtype(base.dtype)
+        self.ndim = len(self.shape)
+        self.size = int(np.prod(self.shape))
+
+    def __getitem__(self, key) -> np.ndarray:
+        key = list(key) if isinstance(key, tuple) else [key]
+        if any(k is Ellipsis for k in key):
+            at = next(i for i, k in enumerate(key) if k is Ellipsis)
+            key[at:at + 1] = [slice(None)] * (self.ndim - len(key) + 1)
+        key += [slice(None)] * (self.ndim - len(key))
+        key.insert(self.axis, self.channel)
+        return np.asarray(self.base[tuple(key)])
+
+    def __array__(self, dtype=None, copy=None):
+        data = self[...]
+        return data if dtype is None else data.astype(dtype)
 
 
 def model_slice(image, layout: ImageLayout, index: tuple[int, ...],

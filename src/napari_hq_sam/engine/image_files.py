@@ -197,18 +197,20 @@ def _open_tiff_pieces(path: Path):
         _check_pieces_inside(path, series)
         image = zarr.open(series.aszarr(level=0), mode="r")
         piece = resources.array_bytes(image.chunks, image.dtype)
-        if piece <= LAZY_PIECE_BYTES and (free is None or 8 * piece <= free):
-            for corner in ((0,) * image.ndim, tuple(n - 1 for n in image.shape)):
-                np.asarray(image[corner])  # decodes the piece holding it
-            return image
-        if free is not None and need > free:
+        lazy = piece <= LAZY_PIECE_BYTES and (free is None or 8 * piece <= free)
+        if not lazy and free is not None and need > free:
             raise InputError(
                 f"image {path} ({series.shape} {series.dtype}) is stored compressed in "
                 f"pieces of {resources.size_text(piece)}, too large to read piece by piece, "
                 f"so it is read whole: {resources.size_text(need)} of memory, "
                 f"{resources.size_text(free)} available. Save it as a tiled TIFF (e.g. "
                 "1024 x 1024 tiles), an uncompressed TIFF or .zarr.")
-        return series.asarray()
+        if not lazy:
+            return series.asarray()
+    # read once the file is closed: the view opens it again (and keeps it) on first use
+    for corner in ((0,) * image.ndim, tuple(n - 1 for n in image.shape)):
+        np.asarray(image[corner])  # decodes the piece holding it
+    return image
 
 
 def _check_pieces_inside(path: Path, series) -> None:

@@ -2,8 +2,8 @@
 
 A run that cannot fit should be refused before any model work, not end in a
 ``MemoryError`` after hours. These are estimates: exact where the size is an array's
-(labels, an image read whole), an upper bound for the conversion of one slice to the
-model's input (:func:`slice_conversion_bytes`).
+(labels, an image read whole), an upper bound for the conversion of one slice (or,
+in a tiled run, one tile) to the model's input (:func:`slice_conversion_bytes`).
 """
 
 from __future__ import annotations
@@ -99,7 +99,8 @@ def array_bytes(shape, dtype) -> int:
 
 
 def slice_conversion_bytes(spatial_shape: tuple[int, int], dtype, rgb: bool = False,
-                           contrast_limits: tuple[float, float] | None = None) -> int:
+                           contrast_limits: tuple[float, float] | None = None, *,
+                           tile: int | None = None) -> int:
     """Peak memory of turning one slice into the model's ``(H, W, 3)`` uint8 input.
 
     Parameters
@@ -113,8 +114,15 @@ def slice_conversion_bytes(spatial_shape: tuple[int, int], dtype, rgb: bool = Fa
     contrast_limits : (lo, hi), optional
         uint8 data with limits 0, 255 (or None, napari's default for uint8) is
         copied, not converted through float64.
+    tile : int, optional
+        The slice is converted one window of at most ``tile`` x ``tile`` pixels at a
+        time (a tiled run): only one window's conversion counts. None: the whole
+        slice at once.
     """
-    pixels = int(spatial_shape[0]) * int(spatial_shape[1])
+    h, w = (int(n) for n in spatial_shape)
+    if tile is not None:
+        h, w = min(h, int(tile)), min(w, int(tile))
+    pixels = h * w
     values = pixels * (3 if rgb else 1)
     dtype = np.dtype(dtype)
     output = 2 * pixels * 3  # the uint8 RGB result and its contiguous copy
