@@ -31,6 +31,7 @@ SUBCOMMAND_MODULES = (
     "embed",
     "segment",
     "auto",
+    "refine",
     "train",
     "evaluate",
 )

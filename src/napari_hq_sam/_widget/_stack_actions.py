@@ -20,7 +20,10 @@ class StackActions:
     """What the stack buttons do; the controller provides layers, runner and model."""
 
     def __init__(self, controller):
+        from ._refine_all import RefineAll
+
         self.c = controller
+        self.refine_all = RefineAll(controller)  # wires its own button
 
     def _request(self, prompts, ctx, labels, propagate: bool) -> _tasks.StackRequest:
         v = self.c.view

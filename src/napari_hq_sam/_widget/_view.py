@@ -20,6 +20,7 @@ from ._task_panel import TaskPanel
 NEW_LABELS = "(new labels layer)"
 MIN_TILE, MAX_TILE = 256, 4096  # tile sides offered; the engine accepts from 64
 NO_CHANNEL = "none"
+THIS_SLICE, ALL_SLICES = "on this slice", "on all slices"
 
 
 class SegmentView(QWidget):
@@ -102,10 +103,28 @@ class SegmentView(QWidget):
         self.refine_button = QPushButton("Refine object")
         self.refine_button.setToolTip("Use the object's mask on this slice (with any prompts "
                                       "on it) as a mask prompt and replace it by the result.")
+        self.refine_all_button = QPushButton("Refine all objects")
+        self.refine_all_button.setToolTip(
+            "Refine every object of the labels layer with HQ-SAM (its box and mask as the "
+            "prompt), each keeping its id, in one undo step. Objects HQ-SAM loses (empty "
+            "mask, predicted IoU below 'Min score', or IoU with the object below 'Min IoU') "
+            "keep their mask and are named in the status line.")
+        self.refine_scope_combo = QComboBox()
+        self.refine_scope_combo.addItems([THIS_SLICE, ALL_SLICES])
+        self.refine_scope_combo.setToolTip("Refine the displayed slice only, or every slice.")
+        self.refine_iou_spin = QDoubleSpinBox()
+        self.refine_iou_spin.setRange(0.0, 1.0)
+        self.refine_iou_spin.setSingleStep(0.05)
+        self.refine_iou_spin.setValue(0.5)
+        self.refine_iou_spin.setToolTip("An object keeps its mask when HQ-SAM's mask overlaps "
+                                        "it by an IoU below this (HQ-SAM found another "
+                                        "object).")
         form.addRow("Labels", self.labels_combo)
         form.addRow(self.overwrite_check)
         form.addRow(row(self.segment_button, self.undo_button))
         form.addRow(row(QLabel("Object"), self.refine_spin, self.refine_button))
+        form.addRow(row(self.refine_all_button, self.refine_scope_combo, QLabel("Min IoU"),
+                        self.refine_iou_spin))
         return box
 
     def _stack_box(self) -> QGroupBox:
@@ -156,4 +175,4 @@ class SegmentView(QWidget):
     def action_buttons(self) -> list[QPushButton]:
         """Buttons disabled while a task runs."""
         return [self.segment_button, self.undo_button, self.refine_button,
-                self.stack_button, self.propagate_button]
+                self.refine_all_button, self.stack_button, self.propagate_button]

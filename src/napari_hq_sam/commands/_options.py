@@ -92,12 +92,14 @@ class ContrastLimitsAction(argparse.Action):
         setattr(namespace, self.dest, [low, high])
 
 
-def add_model_options(p: argparse.ArgumentParser, base: bool = False) -> None:
-    """``--model`` (required) and ``--checkpoint``.
+def add_model_options(p: argparse.ArgumentParser, base: bool = False,
+                      required: bool = True) -> None:
+    """``--model`` (``required`` unless the command can run without a model) and ``--checkpoint``.
 
     ``base``: the checkpoint is the base model under a trained adapter (train, evaluate).
     """
-    p.add_argument("--model", required=True, choices=MODEL_CHOICES, help="HQ-SAM model type")
+    p.add_argument("--model", required=required, choices=MODEL_CHOICES,
+                   help="HQ-SAM model type")
     p.add_argument("--checkpoint", metavar="FILE",
                    help="base checkpoint (default: the official file, downloaded once)" if base
                    else "checkpoint file (default: the official one, downloaded once)")

@@ -1,4 +1,9 @@
-"""``hqsam evaluate``: mIoU and boundary IoU of box-prompted HQ masks against labels."""
+"""``hqsam evaluate``: score HQ-SAM's box-prompted masks, or an instance output, against labels.
+
+Without ``--predicted``: mIoU and boundary IoU of box-prompted HQ masks (HQ-SAM's own
+evaluation). With ``--predicted LABELS`` (the output of ``hqsam auto``, ``hqsam refine``
+or any other tool): mSA, F1 at IoU 0.5, mIoU and mBIoU of those labels; no model.
+"""
 
 from __future__ import annotations
 
@@ -14,12 +19,19 @@ from ._options import (
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "evaluate", help="score HQ-SAM (optionally with an adapter) against ground-truth labels",
+        "evaluate", help="score HQ-SAM (optionally with an adapter), or a labels output, "
+        "against ground-truth labels",
         description="For every ground-truth object of every slice: its tight box as prompt, "
         "single-mask output, the HQ mask thresholded at 0, scored by mask IoU and boundary "
-        "IoU (d = 2% of the image diagonal). Prints a table, or JSON with --json.")
+        "IoU (d = 2% of the image diagonal). With --predicted, an instance segmentation is "
+        "scored instead (no model): mean segmentation accuracy (mSA, IoU 0.50:0.05:0.95, "
+        "one-to-one matching), F1 at IoU 0.5, and mIoU/mBIoU of each ground-truth object "
+        "against the predicted object it overlaps most. Prints a table, or JSON with --json.")
     add_data_options(p, multiple=False)
-    add_model_options(p, base=True)
+    p.add_argument("--predicted", metavar="LABELS",
+                   help="instance labels to score (e.g. from hqsam auto or hqsam refine), "
+                   "same shape as --labels; --model is then not needed")
+    add_model_options(p, base=True, required=False)
     add_adapter_option(p, "adapter file from `hqsam train`")
     add_device_option(p)
     p.add_argument("--batch-size", type=positive_int, default=16,
@@ -30,6 +42,16 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from ..errors import InputError
+
+    if args.predicted is not None:
+        if args.adapter:
+            raise InputError("--adapter scores a model: it has no use with --predicted "
+                             "(labels already segmented).")
+        return _run_predicted(args)
+    if args.model is None:
+        raise InputError("give --model to score HQ-SAM's box-prompted masks, or --predicted "
+                         "LABELS to score a segmentation.")
     from ..adapters import check_adapter, load_adapter
     from ..evaluation import evaluate
     from ..loading import load_model
@@ -47,5 +69,25 @@ def run(args) -> int:
         print(result.to_json(per_object=args.per_object))
     else:
         print(f"{args.model}{' + ' + args.adapter if args.adapter else ''} on {args.image}")
+        print(result.table())
+    return 0
+
+
+def _run_predicted(args) -> int:
+    import numpy as np
+
+    from ..engine.io import read_image
+    from ..evaluation import evaluate_labels
+
+    crop = parse_crop(args.crop)
+    _, labels = read_pair(args.image, args.labels, crop)
+    predicted = np.asarray(read_image(args.predicted))
+    if crop is not None:
+        predicted = predicted[(..., *crop)]
+    result = evaluate_labels(labels, predicted)
+    if args.json:
+        print(result.to_json(per_object=args.per_object))
+    else:
+        print(f"{args.predicted} against {args.labels}")
         print(result.table())
     return 0
