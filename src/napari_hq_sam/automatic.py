@@ -41,6 +41,7 @@ from segment_anything.utils.amg import (
 )
 from torchvision.ops.boxes import batched_nms, box_area
 
+from .automatic_decoder import StagedDecoder
 from .engine.labels import masks_to_labels, remove_small_regions
 from .errors import Cancelled, InputError
 from .model import HQSam
@@ -261,6 +262,10 @@ class AutomaticMaskGenerator:
             self.predictor.set_image_embedding(embedding)
         else:
             self.predictor.set_image(crop)
+        predictor = self.predictor
+        # a stand-in predictor (anything with predict_torch) is asked for whole masks
+        self._decoder = (StagedDecoder(predictor.model, predictor.features, predictor.hq_features)
+                         if isinstance(predictor, HQSamPredictor) else None)
         points_for_crop = self.point_grids[layer_idx] * np.array(crop_size)[None, ::-1]
         data = MaskData()
         for (points,) in batch_iterator(self.config.points_per_batch, points_for_crop):
@@ -277,15 +282,36 @@ class AutomaticMaskGenerator:
     def _process_batch(self, points: np.ndarray, crop_size, crop_box, orig_size) -> MaskData:
         predictor, c = self.predictor, self.config
         coords = predictor.transform.apply_coords(points, crop_size)
-        in_points = torch.as_tensor(coords, dtype=torch.float, device=predictor.device)
-        in_labels = torch.ones(len(in_points), dtype=torch.int, device=predictor.device)
-        logits, iou_preds, _ = predictor.predict_torch(
-            in_points[:, None, :], in_labels[:, None], multimask_output=c.multimask_output,
-            return_logits=True, hq_token_only=c.hq_token_only)
-        data = MaskData(masks=logits.flatten(0, 1), iou_preds=iou_preds.flatten(0, 1),
-                        points=torch.as_tensor(points.repeat(logits.shape[1], axis=0)))
-        del logits
+        in_points = torch.as_tensor(coords, dtype=torch.float, device=predictor.device)[:, None]
+        in_labels = torch.ones((len(in_points), 1), dtype=torch.int, device=predictor.device)
+        if self._decoder is None:
+            logits, iou_preds, _ = predictor.predict_torch(
+                in_points, in_labels, multimask_output=c.multimask_output,
+                return_logits=True, hq_token_only=c.hq_token_only)
+            data = MaskData(masks=logits[:, 0], iou_preds=iou_preds[:, 0],
+                            points=torch.as_tensor(points))
+        else:
+            data = self._decode_staged(in_points, in_labels, points)
         return filter_candidates(data, c, predictor.model.mask_threshold, crop_box, orig_size)
+
+    def _decode_staged(self, in_points, in_labels, points: np.ndarray) -> MaskData:
+        """Candidates of one batch; masks only for prompts that pass the IoU filter.
+
+        The predicted-IoU filter needs only the transformer's IoU token: the masks
+        (HQ branch at 256 x 256, upscaling to the image) of the prompts it drops are
+        never computed. The others go through the official filters unchanged.
+        """
+        predictor, c, decoder = self.predictor, self.config, self._decoder
+        tokens = decoder.tokens(in_points, in_labels, multimask_output=c.multimask_output)
+        keep = torch.arange(len(tokens), device=tokens.scores.device)
+        if c.pred_iou_thresh > 0.0:
+            keep = keep[tokens.scores > c.pred_iou_thresh]
+        tokens = tokens.select(keep)
+        low_res = decoder.masks(tokens, hq_token_only=c.hq_token_only)
+        logits = predictor.model.postprocess_masks(low_res, predictor.input_size,
+                                                   predictor.original_size)
+        return MaskData(masks=logits[:, 0], iou_preds=tokens.scores,
+                        points=torch.as_tensor(points[keep.cpu().numpy()]))
 
     def _clean_small_regions(self, data: MaskData) -> MaskData:
         nms_thresh = max(self.config.box_nms_thresh, self.config.crop_nms_thresh)
