@@ -39,6 +39,7 @@ from .runner import (
 )
 from .segmenter import SliceSegmenter
 from .stack import PromptJob, prepare_prompted
+from .tiles import DEFAULT_TILING, Tiling
 
 _MODELS: dict = {}
 _SEGMENTERS: dict = {}
@@ -110,7 +111,8 @@ def slice_task(spec: ModelSpec, job: SliceJob, index: tuple[int, ...], image
     """Dask task: ``job`` on one slice; returns ``(output, computed, reused)`` embeddings."""
     segmenter = worker_segmenter(spec)
     computed, reused = segmenter.computed, segmenter.reused
-    embedding = segmenter.embeddings([image])[0]
+    # a tiled slice arrives as a SliceSource: the job embeds the windows it reads
+    embedding = None if hasattr(image, "read") else segmenter.embeddings([image])[0]
     output = job.segment(segmenter, index, image, embedding, None, None)
     return output, segmenter.computed - computed, segmenter.reused - reused
 
@@ -182,13 +184,14 @@ def run_slices_distributed(job: SliceJob, image, plan: SlicePlan, spec: ModelSpe
     finished: dict[tuple, object] = {}
     with dask_client(client, scheduler, n_workers, processes) as client:
         shared_job = client.scatter(job, broadcast=True, hash=False)
+        read = plan.slice_source if plan.tiled(job) else plan.model_image
         futures = {}
         for index in plan.indices:
             if stopping():
                 result.cancelled = True
                 break
             futures[client.submit(slice_task, spec, shared_job, index,
-                                  plan.model_image(image, index), pure=False)] = index
+                                  read(image, index), pure=False)] = index
         for future in as_completed(list(futures)):
             output, computed, reused = future.result()
             finished[futures[future]] = output
@@ -211,6 +214,7 @@ def segment_stack_distributed(image, prompts: Sequence[ObjectPrompt], spec: Mode
                               n_workers: int | None = None, processes: bool = True,
                               contrast_limits=None, labels=None, overwrite: bool = False,
                               propagate: bool = False, score_threshold: float = 0.5,
+                              tiling: Tiling | None = DEFAULT_TILING,
                               progress: Progress | None = None,
                               should_stop: ShouldStop | None = None,
                               **layout_kwargs) -> StackResult:
@@ -218,8 +222,9 @@ def segment_stack_distributed(image, prompts: Sequence[ObjectPrompt], spec: Mode
 
     Parameters
     ----------
-    image, prompts, contrast_limits, labels, overwrite, score_threshold
-        As in :func:`~.stack.segment_stack`.
+    image, prompts, contrast_limits, labels, overwrite, score_threshold, tiling
+        As in :func:`~.stack.segment_stack` (a tiled slice travels to its worker as a
+        window reader over ``image``, so workers read only the windows they use).
     spec : ModelSpec
         How each worker loads the model.
     client, scheduler, n_workers, processes, progress, should_stop
@@ -235,12 +240,12 @@ def segment_stack_distributed(image, prompts: Sequence[ObjectPrompt], spec: Mode
     start = time.perf_counter()
     plan, groups, result = prepare_prompted(image, prompts, labels,
                                             contrast_limits=contrast_limits, **layout_kwargs)
-    run_slices_distributed(PromptJob(groups, overwrite), image, plan, spec, result,
+    run_slices_distributed(PromptJob(groups, overwrite, tiling), image, plan, spec, result,
                            client=client, scheduler=scheduler, n_workers=n_workers,
                            processes=processes, progress=progress, should_stop=should_stop)
     if propagate and not result.cancelled:
         propagate_objects(worker_segmenter(spec), image, plan, groups, result,
-                          score_threshold=score_threshold, overwrite=overwrite,
+                          score_threshold=score_threshold, overwrite=overwrite, tiling=tiling,
                           progress=progress, should_stop=should_stop)
     result.seconds = time.perf_counter() - start
     return result

@@ -5,8 +5,10 @@ read at native resolution from a :class:`SliceSource`, so only the tiles that
 prompts touch are read and embedded. When an object's mask reaches an edge of its
 window that lies inside the slice, the object continues past what the model saw:
 it is decoded again in a window routed from its prompts plus the mask found, grown
-by the halo (at most twice). Every object thus comes from a single decode in a
-single window: one id, no seams, at native resolution where it fits in a tile.
+by the halo (at most twice; each time the window grows by at most two halos per
+side, and one longer than a tile is seen downscaled). Every object thus comes from a
+single decode in a single window: one id, no seams, at native resolution where it
+fits in a tile.
 
 Masks come back cropped to their bounding box with the crop's origin in the slice
 (:class:`~.segmenter.SliceResult` ``origins``), so a 20000 x 20000 slice never holds
