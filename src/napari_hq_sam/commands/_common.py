@@ -263,3 +263,27 @@ def model_spec(args):
     return ModelSpec(args.model, absolute(args.checkpoint), args.device, args.precision,
                      adapter=absolute(getattr(args, "adapter", None)),
                      cache_dir=absolute(args.cache), hq_token_only=args.hq_token_only)
+
+
+def tiling_from_args(args):
+    """The run's :class:`~napari_hq_sam.engine.tiles.Tiling` (None with ``--no-tiling``).
+
+    Raises
+    ------
+    InputError
+        A halo that leaves no core in the tile (the message gives the largest halo).
+    """
+    from ..engine.tiles import Tiling
+
+    if getattr(args, "no_tiling", False):
+        return None
+    return Tiling(tile=args.tile, halo=args.halo)
+
+
+def tiling_note(tiling, layout) -> str:
+    """``" in 1024 px tiles (halo 128)"`` when the run tiles its slices, else ``""``."""
+    if tiling is None or not tiling.applies(layout.spatial_shape):
+        return ""
+    rows, cols = tiling.grid_shape(layout.spatial_shape)
+    return (f" in {tiling.tile} px tiles (halo {tiling.halo}; a slice is {rows} x {cols} "
+            "tiles, embeddings count tiles)")

@@ -186,6 +186,20 @@ def add_layout_options(p: argparse.ArgumentParser) -> None:
                    "resolution); the output keeps that level's pixel size")
 
 
+def add_tiling_options(p: argparse.ArgumentParser) -> None:
+    """``--tile``, ``--halo``, ``--no-tiling``: how slices larger than the model input are cut."""
+    p.add_argument("--tile", type=positive_int, default=1024, metavar="PX",
+                   help="slices longer than this on a side are segmented in overlapping "
+                   "square tiles of this size at native resolution (default 1024, the "
+                   "model's input: no resizing)")
+    p.add_argument("--halo", type=non_negative_int, default=128, metavar="PX",
+                   help="overlap on each side of a tile's core; above the radius of your "
+                   "largest objects is safest (default 128)")
+    p.add_argument("--no-tiling", action="store_true",
+                   help="resize every slice whole to the model input instead (fine "
+                   "boundaries of slices larger than 1024 px are lost)")
+
+
 def add_contrast_option(p: argparse.ArgumentParser) -> None:
     """``--contrast``: how the default contrast limits come from the whole image."""
     p.add_argument("--contrast", choices=("minmax", "percentile"), default="minmax",

@@ -9,6 +9,8 @@ from ._common import (
     check_model_inputs,
     model_spec,
     run_inputs,
+    tiling_from_args,
+    tiling_note,
 )
 from ._image_sets import add_image_set_options, run_image_set
 from ._options import (
@@ -21,6 +23,7 @@ from ._options import (
     add_output_options,
     add_precision_option,
     add_quiet_option,
+    add_tiling_options,
     positive_int,
     unit_interval,
 )
@@ -57,6 +60,7 @@ def register(subparsers) -> None:
                    help="default contrast limits: min/max or 0.5/99.5 percentiles")
     p.add_argument("--batch-size", type=positive_int, default=None,
                    help="slices encoded at once (default: from free GPU memory; 1 on CPUs)")
+    add_tiling_options(p)
     add_image_set_options(p)
     add_quiet_option(p)
     p.set_defaults(func=run)
@@ -93,8 +97,10 @@ def segment_image(args, model_checked: bool = False):
     dtype, to_zarr = prompts_dtype(prompts), out.suffix.lower() == ".zarr"
     in_memory = None if to_zarr else (out, layout.labels_shape, dtype, (
         "write them to a .zarr output instead (--out NAME.zarr), filled slice by slice."))
+    tiling = tiling_from_args(args)
     check_memory(image, layout, limits, labels=in_memory, contrast_method=args.contrast,
-                 remote=bool(args.scheduler))
+                 remote=bool(args.scheduler),
+                 tile=tiling.tile if tiling and tiling.applies(layout.spatial_shape) else None)
     io.check_output_space(out, layout.labels_shape, dtype)
     if limits is None and args.contrast == "percentile":
         limits = default_contrast_limits(selected_channel(image, layout), "percentile")
@@ -142,7 +148,7 @@ def _segment(args, image, prompts, layout, limits, labels):
 
     common = dict(layout=layout, contrast_limits=limits, labels=labels,
                   propagate=args.propagate, score_threshold=args.score_threshold,
-                  progress=progress)
+                  tiling=tiling_from_args(args), progress=progress)
     try:
         if args.workers or args.scheduler:
             import logging
@@ -165,6 +171,7 @@ def _summary(args, result, out, layout, labels) -> None:
     cache = f" (cache {args.cache})" if args.cache else ""
     print(f"segmented {n} slice{'s' * (n != 1)}, {result.objects} object"
           f"{'s' * (result.objects != 1)} in {result.seconds:.1f} s "
-          f"({per_slice:.2f} s per slice, {where}); embeddings: {result.computed} computed, "
+          f"({per_slice:.2f} s per slice, {where}){tiling_note(tiling_from_args(args), layout)}"
+          f"; embeddings: {result.computed} computed, "
           f"{result.reused} reused{cache}{cache_report(args)}")
     print(f"wrote {out}: labels {layout.labels_shape} {labels.dtype}")
