@@ -99,6 +99,7 @@ def test_output_folder_that_is_a_file(folder, tiny_checkpoint):
     ("labels.tif", "is the folder their labels go to"),
     ("labels.zarr", "not a .zarr output"),
     ("images", "is the folder of the images"),
+    (".", "holds the image"),
 ])
 def test_output_folder_named_like_an_output_or_the_images(out, fragment, folder,
                                                           tiny_checkpoint):

@@ -265,11 +265,13 @@ def _total(args, command: str, outcomes: list[ImageOutcome], seconds: float) -> 
     where = (f"{args.workers} local workers" if args.workers else
              f"scheduler {args.scheduler}" if args.scheduler else "1 process")
     target = args.cache if command == "embed" else args.out
+    # the cache's report needs this process's model: none was loaded if nothing ran here
+    report = cache_report(args) if counts["done"] else ""
     print(f"total: {images}, {', '.join(parts)}; {what}"
           f"{_count(sum(o.slices for o in done), 'slice')} in {seconds:.1f} s ({where}); "
           "embeddings: "
           f"{sum(o.computed for o in done)} computed, {sum(o.reused for o in done)} reused "
-          f"-> {target}{cache_report(args)}", flush=True)
+          f"-> {target}{report}", flush=True)
     if not counts["failed"]:
         return 0
     names = [o.name for o in outcomes if o.status == "failed"]

@@ -198,9 +198,9 @@ def check_output_folder(folder: str | Path, images: list[SetImage]) -> Path:
     Raises
     ------
     InputError
-        ``folder`` is named like one output (``.tif``, ``.zarr``) or is a folder the
-        images come from (the outputs would join the set on the next run, or replace
-        an image).
+        ``folder`` is named like one output (``.tif``, ``.zarr``), is a folder the
+        images come from or holds one of them (the outputs would join the set on the
+        next run, or replace an image).
     OutputError
         ``folder`` (or a parent) is a file.
     """
@@ -217,6 +217,11 @@ def check_output_folder(folder: str | Path, images: list[SetImage]) -> Path:
         raise InputError(f"--out {folder} is the folder of the images: choose another folder "
                          "for their labels, so that the outputs never join or replace the "
                          "images.")
+    inside = next((m.path for m in images if m.path.resolve().is_relative_to(folder.resolve())),
+                  None)
+    if inside is not None:
+        raise InputError(f"--out {folder} holds the image {inside}: choose another folder for "
+                         "the labels, so that they are never taken for images.")
     blocking = next((p for p in folder.parents if p.exists() and not p.is_dir()), None)
     if blocking is not None:
         raise OutputError(f"--out {folder} cannot be created: {blocking} is a file; choose "
