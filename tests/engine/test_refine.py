@@ -159,6 +159,36 @@ def test_fragments_away_from_the_source_are_dropped():
     assert not touching_source(mask & ~np.pad(np.ones((6, 6), bool), (0, 4)), source).any()
 
 
+def test_judge_gives_each_reason():
+    from napari_hq_sam.engine.refine import judge
+
+    source = np.zeros((12, 12), dtype=np.uint16)
+    source[2:6, 2:6] = 4   # 16 px
+    window = object_windows(source)[0][1]
+    settings = dict(score_threshold=0.5, iou_threshold=0.5)
+
+    def mask(rows, cols):
+        out = np.zeros((12, 12), bool)
+        out[rows, cols] = True
+        return out
+
+    assert judge(4, window, source, np.zeros((12, 12), bool), 0.9, **settings) == (EMPTY, 0.0)
+    assert judge(4, window, source, mask(slice(8, 11), slice(8, 11)), 0.9,
+                 **settings) == (MOVED, 0.0)
+    # 2 x 2 of the 16 source pixels: IoU 4/16, below 0.5
+    assert judge(4, window, source, mask(slice(2, 4), slice(2, 4)), 0.9,
+                 **settings) == (MOVED, 0.25)
+    # 2 x 4: IoU 8/16, exactly the threshold, is refined
+    assert judge(4, window, source, mask(slice(2, 4), slice(2, 6)), 0.9, **settings).iou == 0.5
+    # one column more than the source plus a fragment away from it: IoU 16/20
+    grown = mask(slice(2, 6), slice(2, 7)) | mask(slice(9, 11), slice(9, 11))
+    cand = judge(4, window, source, grown, 0.9, **settings)
+    assert cand.iou == pytest.approx(16 / 20) and cand.score == 0.9
+    assert cand.mask.sum() == 20 and not cand.mask[-2:, -2:].any()  # fragment dropped
+    assert judge(4, window, source, grown, 0.3, **settings) == (LOW_SCORE, pytest.approx(0.8))
+    assert judge(4, window, source, grown, float("nan"), **settings)[0] == LOW_SCORE
+
+
 # -- runs -------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -188,7 +218,8 @@ def test_refine_keeps_ids_and_each_object_overlaps_its_source(crop, refined):
     assert ids(out) == ids(labels) and refined.objects == len(ids(labels)) == 8
     assert refined.refined + len(refined.kept) == refined.objects
     assert refined.refined >= 4  # thresholds off: only empty or overlapped masks are kept
-    assert {k.reason for k in refined.kept} <= {EMPTY, OVERLAPPED}
+    assert {k.reason for k in refined.kept} <= {EMPTY, MOVED, OVERLAPPED}
+    assert all(k.iou == 0 for k in refined.kept if k.reason == MOVED)  # only if not touching
     kept = {k.object_id for k in refined.kept}
     for object_id in ids(labels):
         new, old = out == object_id, labels == object_id
@@ -223,7 +254,7 @@ def test_objects_it_cannot_improve_keep_their_mask_and_are_listed(crop, segmente
     np.testing.assert_array_equal(strict.labels, labels)
     assert {k.reason for k in strict.kept} <= {EMPTY, MOVED}
     moved = [k for k in strict.kept if k.reason == MOVED]
-    assert moved and all(0 < k.iou < 1 for k in moved)
+    assert moved and all(0 <= k.iou < 1 for k in moved) and any(k.iou > 0 for k in moved)
 
 
 def test_stack_refines_each_slice_and_cancel_keeps_finished_ones(nuclei3d, nuclei3d_labels,

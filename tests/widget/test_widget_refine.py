@@ -18,7 +18,7 @@ def engine_refine(widget, image, labels, contrast_limits, **kwargs):
     controller = widget.controller
     segmenter = SliceSegmenter(controller.model, cache=controller.session.cache)
     return refine_labels(image, labels, segmenter=segmenter, contrast_limits=contrast_limits,
-                         **kwargs)
+                         hq_token_only=controller.session.hq_token_only, **kwargs)
 
 
 def ids(labels) -> set[int]:

@@ -23,9 +23,10 @@ is evaluated from boxes).
 **What counts as refined.** A predicted mask keeps only its 8-connected parts that touch
 the object's source mask (a fragment elsewhere in the box is another object). The object
 keeps its source mask, and is listed in :attr:`RefineResult.kept` with its reason, when
-the mask is empty (``"empty"``), SAM's predicted IoU is below ``score_threshold``
-(``"low score"``), or its IoU with the source mask is below ``iou_threshold``
-(``"moved"``: HQ-SAM segmented something else).
+the mask is empty (``"empty"``), its IoU with the source mask is below ``iou_threshold``
+or it does not touch the source at all (``"moved"``: HQ-SAM segmented something else),
+or SAM's predicted IoU is below ``score_threshold`` (``"low score"``; checked before the
+IoU, so a mask that is both is ``"low score"``).
 
 **No overlaps.** Per slice, each pixel goes to one object: an object that kept its
 source mask keeps all of it; otherwise the object whose source mask held the pixel keeps
@@ -58,7 +59,7 @@ EMPTY, LOW_SCORE, MOVED, OVERLAPPED = "empty", "low score", "moved", "overlapped
 REASONS = {
     EMPTY: "HQ-SAM returned an empty mask",
     LOW_SCORE: "predicted IoU below the score threshold",
-    MOVED: "IoU with the source mask below the IoU threshold",
+    MOVED: "IoU with the source mask below the IoU threshold (or no overlap)",
     OVERLAPPED: "every pixel of its new mask went to neighbours",
 }
 LOGIT_EPS = 1e-3  # coverage clipped to [eps, 1 - eps]: logits within about ±6.9
@@ -392,21 +393,26 @@ def judge(object_id: int, source_window, source: np.ndarray, mask: np.ndarray, s
 
     Parameters
     ----------
+    object_id : int
+    source_window : (slice, slice)
+        The object's bounding window in the slice.
     source : np.ndarray
-        ``(H, W)`` bool source mask of the object.
+        ``(H, W)`` integer source labels of the slice.
     mask : np.ndarray
         ``(H, W)`` bool predicted mask.
+    score : float
+        Its predicted IoU.
     """
     window = _bounds(mask)
     if window is None:
         return EMPTY, 0.0
     window = _union(window, source_window)
-    crop = touching_source(mask[window], source[window])
-    src = source[window]
+    src = source[window] == object_id
+    crop = touching_source(mask[window], src)
+    if not crop.any():  # a mask elsewhere: HQ-SAM found another object
+        return MOVED, 0.0
     inter, union = np.count_nonzero(crop & src), np.count_nonzero(crop | src)
-    iou = inter / union if union else 0.0
-    if not crop.any():
-        return EMPTY, 0.0
+    iou = inter / union
     if not score >= score_threshold:
         return LOW_SCORE, iou
     if iou < iou_threshold:
@@ -492,7 +498,7 @@ def refine_slice(predictor, source: np.ndarray, *, score_threshold: float = 0.5,
             object_id = int(prompts.ids[first + k])
             scores[object_id] = score
             src_window = windows[object_id]
-            outcome = judge(object_id, src_window, source == object_id, mask, score,
+            outcome = judge(object_id, src_window, source, mask, score,
                             score_threshold=score_threshold, iou_threshold=iou_threshold)
             if isinstance(outcome, _Candidate):
                 candidates.append(outcome)
