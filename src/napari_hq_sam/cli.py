@@ -117,7 +117,8 @@ def _stopped_line(args, word: str) -> str:
     cache = getattr(args, "cache", None)
     kept = (f"; embeddings stored so far stay in {cache}: the same command resumes from them"
             if cache else "")
-    return f"hqsam: {word}{kept}"
+    # a run over a folder of images says where its finished outputs are
+    return f"hqsam: {word}{kept}{getattr(args, 'stopped_note', '')}"
 
 
 def main(argv: list[str] | None = None) -> int:

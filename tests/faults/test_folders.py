@@ -137,3 +137,30 @@ def test_cache_in_the_images_folder(folder, tiny_checkpoint):
 def test_missing_checkpoint_creates_no_output_folder(folder):
     _refused(_segment(folder, folder / "missing.pth", out=folder / "new" / "labels"), folder,
              f"{folder / 'missing.pth'} does not exist")
+
+
+def test_interrupted_run_keeps_finished_images(folder, tiny_checkpoint, monkeypatch):
+    """Ctrl-C during the second image: one line, exit 130, the first image's labels kept,
+    no partial output; the rerun does only the second."""
+    from napari_hq_sam.commands import _image_sets
+
+    real = _image_sets._image
+
+    def second_interrupted(command, args):
+        if args.image.endswith("b.tif"):
+            raise KeyboardInterrupt
+        return real(command, args)
+
+    monkeypatch.setattr(_image_sets, "_image", second_interrupted)
+    outcome = run_cli(_segment(folder, tiny_checkpoint))
+    line = assert_user_error(outcome, code=130)
+    assert line == (f"hqsam: interrupted; the labels of finished images stay in "
+                    f"{folder / 'labels'}: the same command does the rest")
+    assert outcome.stdout.splitlines()[0].startswith("a.tif: 1 object")
+    assert sorted(os.listdir(folder / "labels")) == ["a.tif"] and leftovers(folder) == []
+    monkeypatch.setattr(_image_sets, "_image", real)
+    outcome = run_cli(_segment(folder, tiny_checkpoint))
+    assert outcome.code == 0, outcome.stderr
+    lines = outcome.stdout.splitlines()
+    assert lines[0] == f"a.tif: done earlier -> {folder / 'labels' / 'a.tif'}"
+    assert lines[1].startswith("b.tif: 1 object, 1 slice, ")

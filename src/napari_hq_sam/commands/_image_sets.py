@@ -86,6 +86,8 @@ def run_image_set(args, command: str) -> int | None:
         from ..engine.image_sets import make_output_folder
 
         make_output_folder(args.out)
+        args.stopped_note = (f"; the labels of finished images stay in {args.out}: the same "
+                             "command does the rest")
     start = time.perf_counter()
     todo = [item for item in items if item.name not in settled]
     if todo and (args.workers or args.scheduler):
