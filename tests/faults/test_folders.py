@@ -6,7 +6,8 @@ partial output. Mistakes about the whole run (a folder or glob without images, a
 output folder that is a file or the images' own folder, ``--out`` named like one
 output, ``--prompts`` not a folder, two images of one name, ``--format`` for one
 image, a cache that would join the images) are one line before any image is read;
-nothing is created or changed.
+nothing is created or changed. An interrupted run keeps the labels of the images it
+finished and says so; the rerun does the rest.
 """
 
 from __future__ import annotations
