@@ -193,11 +193,32 @@ class StagedDecoder:
         return TokenOutputs(scores, token, queries[:, 1:2 + n_mask], image_tokens)
 
     @torch.no_grad()
-    def masks(self, outputs: TokenOutputs, hq_token_only: bool = False) -> torch.Tensor:
-        """(B, 1, 256, 256) low-resolution logits of the prompts in ``outputs``.
+    def masks(self, outputs: TokenOutputs, hq_token_only: bool = False,
+              windows: torch.Tensor | None = None, size: int = 0) -> torch.Tensor:
+        """Low-resolution logits of the prompts in ``outputs``.
 
         SAM's chosen token plus the HQ token (or the HQ token alone), as
         :meth:`~.model.hq_decoder.MaskDecoderHQ.forward`.
+
+        Parameters
+        ----------
+        outputs : TokenOutputs
+            B prompts from :meth:`tokens`.
+        hq_token_only : bool
+            HQ logits alone.
+        windows : torch.Tensor, optional
+            (B, 2) int (row, column) of each prompt's window in the 64 x 64 token
+            grid, ``size`` tokens square: the mask heads run on that window only.
+            The upscaling is per token, so its values are exact; the HQ branch's
+            3 x 3 convolutions see zeros past the window, so the outermost pixel
+            of a window side inside the grid is not exact.
+        size : int
+            Window side in tokens.
+
+        Returns
+        -------
+        torch.Tensor
+            (B, 1, 256, 256) logits, or (B, 1, 4 size, 4 size) with ``windows``.
         """
         decoder = self.decoder
         n_sam = decoder.num_mask_tokens
@@ -205,9 +226,14 @@ class StagedDecoder:
         with true_fp32(self.device):
             for i in range(0, len(outputs), self.chunk):
                 part = outputs.select(slice(i, i + self.chunk))
-                upscaled = decoder.upscale(part.image_tokens, self.grid)
+                image_tokens, grid, hq_features = part.image_tokens, self.grid, self.hq_features
+                if windows is not None:
+                    image_tokens, hq_features = self._windows(part, windows[i:i + self.chunk],
+                                                              size)
+                    grid = (size, size)
+                upscaled = decoder.upscale(image_tokens, grid)
                 hq = decoder.hq_logits(upscaled, decoder.hf_mlp(part.mask_tokens[:, n_sam]),
-                                       self.hq_features)
+                                       hq_features)
                 if hq_token_only:
                     out.append(hq)
                     continue
@@ -215,8 +241,21 @@ class StagedDecoder:
                                      for k, tokens in zip(part.token, part.mask_tokens)])
                 out.append(decoder.sam_logits(upscaled, hyper[:, None]) + hq)
         if not out:
-            return self.features.new_zeros((0, 1, 4 * self.grid[0], 4 * self.grid[1]))
+            side = 4 * size if windows is not None else 4 * self.grid[0]
+            return self.features.new_zeros((0, 1, side, side))
         return torch.cat(out)
+
+    def _windows(self, part: TokenOutputs, origins: torch.Tensor, size: int):
+        """(b, size^2, D) image tokens and (b, 32, 4 size, 4 size) HQ features of windows."""
+        h, w = self.grid
+        tokens = part.image_tokens.view(len(part), h, w, -1)
+        feats = self.hq_features[0]
+        rows, cols = origins[:, 0].tolist(), origins[:, 1].tolist()
+        win = torch.stack([tokens[j, r:r + size, c:c + size]
+                           for j, (r, c) in enumerate(zip(rows, cols))])
+        hq = torch.stack([feats[:, 4 * r:4 * (r + size), 4 * c:4 * (c + size)]
+                          for r, c in zip(rows, cols)])
+        return win.reshape(len(part), size * size, -1), hq
 
     def _transformer(self, sparse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Meta's ``TwoWayTransformer.forward`` for (b, S, D) prompt embeddings.

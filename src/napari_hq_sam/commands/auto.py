@@ -21,6 +21,7 @@ from ._options import (
     add_precision_option,
     add_quiet_option,
     non_negative_int,
+    positive_float,
     positive_int,
     unit_interval,
 )
@@ -67,6 +68,23 @@ def register(subparsers) -> None:
                        help=f"{text} (default {getattr(defaults, name):g})")
     p.add_argument("--hq-token-only", action="store_true",
                    help="HQ logits alone instead of SAM + HQ logits (official AMG: off)")
+    seeded = p.add_argument_group(
+        "seeded mode", "one prompt per object instead of the grid (cells, nuclei): seeds "
+        "found in each slice (LoG blobs of the expected diameter) or given as points")
+    seeded.add_argument("--seeds", nargs="+", metavar=("image|points", "FILE"),
+                        help="'image': find seeds in each slice; 'points FILE': one seed per "
+                        "positive point of a napari Points CSV (or prompt JSON) file")
+    seeded.add_argument("--diameter", type=positive_float, metavar="PX",
+                        help="expected object diameter in pixels (default: estimated per "
+                        "slice from its bright regions)")
+    seeded.add_argument("--seed-box", action="store_true",
+                        help="decode each seed with a box of 1.5 diameters as well (crowded "
+                        "objects; needs a diameter for points)")
+    seeded.add_argument("--dark-objects", action="store_true",
+                        help="objects darker than the background (--seeds image)")
+    seeded.add_argument("--seed-threshold", type=positive_float, default=None, metavar="X",
+                        help="minimum blob strength as a fraction of the intensity range "
+                        "(default 0.05)")
     p.add_argument("--stitch", action="store_true",
                    help="one id per object through z: join overlapping objects of "
                    "neighbouring slices")
@@ -124,17 +142,70 @@ def segment_image(args, model_checked: bool = False):
     check_memory(image, layout, limits, labels=in_memory,
                  labels_copies=2 if args.stitch else 1, remote=bool(args.scheduler))
     io.check_output_space(out, layout.labels_shape, LABELS_DTYPE)
+    seeds = seeds_from_args(args, layout)
     if not model_checked:
         check_model_inputs(args)
     config = config_from_args(args)
     start = time.perf_counter()
-    result = _segment(args, image, layout, config, limits)
+    result = _segment(args, image, layout, config, limits, seeds)
     io.write_labels(out, result.labels, args.overwrite,
                     scale=io.labels_scale(args.image, layout, args.level))
     return result, out, time.perf_counter() - start
 
 
-def _segment(args, image, layout, config, limits=None):
+def seeds_from_args(args, layout):
+    """The seed source of ``--seeds`` (None: the grid), its file read and checked."""
+    from ..engine.seeds import DEFAULT_THRESHOLD, GivenSeeds, ImageSeeds, seeds_from_table
+    from ..errors import InputError
+
+    mode = getattr(args, "seeds", None)
+    seeded_flags = [flag for flag, on in (("--diameter", args.diameter is not None),
+                                          ("--seed-box", args.seed_box),
+                                          ("--dark-objects", args.dark_objects),
+                                          ("--seed-threshold", args.seed_threshold is not None))
+                    if on]
+    if not mode:
+        if seeded_flags:
+            raise InputError(f"{seeded_flags[0]} is an option of the seeded mode: add --seeds "
+                             f"image or --seeds points FILE.")
+        return None
+    if args.workers or args.scheduler:
+        raise InputError("--seeds runs in this process: leave out --workers and --scheduler.")
+    if mode == ["image"]:
+        threshold = DEFAULT_THRESHOLD if args.seed_threshold is None else args.seed_threshold
+        return ImageSeeds(args.diameter, dark=args.dark_objects, threshold=threshold)
+    if mode[0] == "points" and len(mode) == 2:
+        from ..engine.prompt_files import read_prompt_table
+
+        table = read_prompt_table(mode[1])
+        if args.seed_box and args.diameter is None:
+            raise InputError("--seed-box with --seeds points needs --diameter PX.")
+        n_leading = len(layout.labels_shape) - 2
+        points = seeds_from_table(table.points, table.point_labels, n_leading)
+        if not points:
+            raise InputError(f"seed file {mode[1]} has no positive points.")
+        _check_seed_points(mode[1], points, layout.labels_shape)
+        return GivenSeeds(points, args.diameter)
+    raise InputError(f"--seeds takes 'image' or 'points FILE', got {' '.join(mode)!r}.")
+
+
+def _check_seed_points(path, points: dict, shape) -> None:
+    """Every seed on a slice of the image and inside it, or one InputError naming one."""
+    from ..errors import InputError
+
+    leading, (h, w) = shape[:-2], shape[-2:]
+    for index, xy in points.items():
+        if any(not 0 <= i < n for i, n in zip(index, leading)):
+            raise InputError(f"seed file {path} has points on slice {list(index)}, outside "
+                             f"the image's slices {list(leading)}.")
+        outside = (xy[:, 0] < 0) | (xy[:, 0] > w) | (xy[:, 1] < 0) | (xy[:, 1] > h)
+        if outside.any():
+            x, y = xy[outside][0]
+            raise InputError(f"seed file {path} has a point at (Y {y:g}, X {x:g}), outside "
+                             f"the {h} x {w} image.")
+
+
+def _segment(args, image, layout, config, limits=None, seeds=None):
     from tqdm import tqdm
 
     from ..engine.distributed import segment_everything_distributed, worker_segmenter
@@ -158,7 +229,9 @@ def _segment(args, image, layout, config, limits=None):
             return segment_everything_distributed(image, spec, config, n_workers=args.workers,
                                                   scheduler=args.scheduler, **common)
         bar.unit = "batch"
+        if seeds is not None:
+            bar.unit = "step"
         return segment_everything(None, image, config, segmenter=worker_segmenter(spec),
-                                  **common)
+                                  seeds=seeds, seed_box=args.seed_box, **common)
     finally:
         bar.close()

@@ -6,6 +6,10 @@ the segmenter's cache and segmented with
 :class:`~napari_hq_sam.automatic.AutomaticMaskGenerator`. Ids are unique in the whole
 stack: slice after slice, each takes the next ids. With ``stitch=True`` objects
 overlapping in neighbouring slices (along the last leading axis, z) share one id.
+
+With ``seeds=`` a :class:`SeededJob` replaces the grid by one prompt per seed (found
+in each slice, or given per slice; :mod:`.seeds`) decoded by
+:class:`~napari_hq_sam.automatic_seeded.SeededMaskGenerator`, with the same filters.
 """
 
 from __future__ import annotations
@@ -17,12 +21,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..automatic import AutoMaskConfig, AutomaticMaskGenerator
+from ..automatic_seeded import SeededMaskGenerator
 from ..errors import InputError
 from .cache import EmbeddingCache
 from .image import ImageLayout
 from .labels import LABELS_DTYPE, offset_labels, relabel_consecutive, stitch_slices
 from .runner import Progress, ShouldStop, StackResult, plan_slices, run_slices
+from .seeds import GivenSeeds, ImageSeeds
 from .segmenter import SliceSegmenter
+
+# progress steps of a seeded slice (its number of seeds is known only once it runs)
+SEEDED_STEPS = 10
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,44 @@ class EverythingJob:
         result.slices.append(index)
 
 
+@dataclass(frozen=True)
+class SeededJob(EverythingJob):
+    """Masks at the seeds of each slice, written after the ids of the slices before it.
+
+    Attributes
+    ----------
+    config : AutoMaskConfig
+        Filters and decoder settings (the grid settings are not used).
+    seeds : ImageSeeds or GivenSeeds
+        Where the seeds come from.
+    box : bool
+        Decode each seed with a box of the expected diameter too.
+    """
+
+    seeds: ImageSeeds | GivenSeeds = ImageSeeds()
+    box: bool = False
+
+    @property
+    def steps(self) -> int:
+        """Progress steps per slice."""
+        return SEEDED_STEPS
+
+    def segment(self, segmenter, index, image, embedding, step, should_stop) -> np.ndarray:
+        """``(H, W)`` uint32 labels of one slice, one id per kept seed, ids ``1..n``."""
+        if isinstance(self.seeds, GivenSeeds):
+            seeds, diameter = self.seeds.seeds(image, index)
+        else:
+            seeds, diameter = self.seeds.seeds(image)
+        generator = SeededMaskGenerator(segmenter.predictor, self.config, box=self.box)
+        total = generator.n_steps(len(seeds))
+        report = None if step is None else (
+            lambda done, _total: step(done * SEEDED_STEPS // max(total, 1)))
+        masks = generator.generate(image, seeds, diameter, embedding, should_stop, report)
+        if step is not None:
+            step(SEEDED_STEPS)
+        return masks.to_labels()
+
+
 def empty_run(labels_shape: tuple[int, ...]) -> StackResult:
     """A result with zeroed uint32 labels, ids to be numbered from 1."""
     return StackResult(np.zeros(labels_shape, dtype=LABELS_DTYPE))
@@ -68,6 +115,7 @@ def segment_everything(model, image, config: AutoMaskConfig | None = None, *,
                        segmenter: SliceSegmenter | None = None,
                        batch_size: int | None = None, progress: Progress | None = None,
                        should_stop: ShouldStop | None = None,
+                       seeds: ImageSeeds | GivenSeeds | None = None, seed_box: bool = False,
                        **layout_kwargs) -> StackResult:
     """Automatic masks for every (or some) 2D slice of an image.
 
@@ -101,8 +149,15 @@ def segment_everything(model, image, config: AutoMaskConfig | None = None, *,
     batch_size : int, optional
         Slices embedded at once (default from free GPU memory, 1 on CPUs).
     progress, should_stop : callable, optional
-        ``progress(done, total)`` in point batches; ``should_stop()`` between point
-        batches ends the run, keeping finished slices (see :mod:`.runner`).
+        ``progress(done, total)`` in point batches (seeded: :data:`SEEDED_STEPS` per
+        slice); ``should_stop()`` between point batches ends the run, keeping
+        finished slices (see :mod:`.runner`).
+    seeds : ImageSeeds or GivenSeeds, optional
+        One prompt per seed instead of the grid: :class:`~.seeds.ImageSeeds` finds
+        them in each slice (``ImageSeeds(diameter=20)``), :class:`~.seeds.GivenSeeds`
+        takes them per slice index (e.g. from a points file).
+    seed_box : bool
+        With seeds: decode each with a box of the expected diameter as well.
 
     Returns
     -------
@@ -118,7 +173,8 @@ def segment_everything(model, image, config: AutoMaskConfig | None = None, *,
         if model is None:
             raise InputError("segment_everything needs a model or a segmenter.")
         segmenter = SliceSegmenter(model, cache=cache)
-    result = run_slices(EverythingJob(config), image, plan, segmenter,
+    job = EverythingJob(config) if seeds is None else SeededJob(config, seeds, seed_box)
+    result = run_slices(job, image, plan, segmenter,
                         empty_run(plan.layout.labels_shape), batch_size=batch_size,
                         progress=progress, should_stop=should_stop)
     finish_everything(result, stitch, stitch_iou)
