@@ -210,8 +210,8 @@ class StagedDecoder:
             (B, 2) int (row, column) of each prompt's window in the 64 x 64 token
             grid, ``size`` tokens square: the mask heads run on that window only.
             The upscaling is per token, so its values are exact; the HQ branch's
-            3 x 3 convolutions see zeros past the window, so the outermost pixel
-            of a window side inside the grid is not exact.
+            two 3 x 3 convolutions see zeros past the window, so the outermost two
+            pixels of a window side inside the grid are not exact.
         size : int
             Window side in tokens.
 

@@ -54,6 +54,9 @@ WINDOW_DIAMETERS = 4.0
 EDGE_PIXELS = 2
 # box side in expected diameters, when seeds are decoded with a box
 BOX_DIAMETERS = 1.5
+# pixels at a window's inner edges that the HQ branch's two 3 x 3 convolutions
+# computed from the window's zero padding instead of the neighbouring pixels
+RING = 2
 # logit given to low-resolution pixels outside a seed's window (background)
 OUTSIDE = -1000.0
 
@@ -185,9 +188,11 @@ class SeededMaskGenerator:
         redo = []
         for i, (r, col) in enumerate(4 * origins):
             r1, c1 = r + 4 * size, col + 4 * size
-            # the outermost pixel of a side inside the grid saw the window's zero padding
-            top, left = int(r > 0), int(col > 0)
-            bottom, right = 4 * size - int(r1 < 4 * grid), 4 * size - int(c1 < 4 * grid)
+            # the outermost pixels of a side inside the grid saw the zero padding of the
+            # HQ branch's two 3 x 3 convolutions at the window's edge
+            top, left = RING * int(r > 0), RING * int(col > 0)
+            bottom = 4 * size - RING * int(r1 < 4 * grid)
+            right = 4 * size - RING * int(c1 < 4 * grid)
             valid = windowed[i, 0, top:bottom, left:right]
             full[i, 0, r + top:r + bottom, col + left:col + right] = valid
             if _reaches_edge(valid > loose, (r > 0, r1 < 4 * grid, col > 0, c1 < 4 * grid)):

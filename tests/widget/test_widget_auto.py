@@ -93,3 +93,48 @@ def test_cancel_keeps_finished_slices(qtbot, docked):
     objects = "1 object" if n == 1 else f"{n} objects"
     assert widget.status.text() == (f"{objects} in 'nuclei everything' "
                                     "(cancelled; kept 1 finished slice).")
+
+
+# -- seeded modes --------------------------------------------------------------------------
+def test_seeds_from_a_points_layer(qtbot, docked):
+    viewer, image, widget = docked
+    from napari_hq_sam._widget.auto_widget import SEEDS_POINTS
+    from napari_hq_sam.engine.seeds import GivenSeeds
+
+    # (z, y, x) rows as napari holds them; the negative point is not a seed
+    viewer.add_points(np.array([[0, 20, 24], [1, 10, 12], [1, 30, 30], [1, 40, 8]]),
+                      features={"label": [1, 1, 1, 0]}, name="seeds")
+    widget.mode_combo.setCurrentText(SEEDS_POINTS)
+    widget.points_layer_combo.setCurrentText("seeds")
+    widget.scope_combo.setCurrentText(STACK)
+    assert not widget.points_spin.isEnabled() and widget.diameter_spin.isEnabled()
+    run_and_wait(qtbot, widget)
+    labels = viewer.layers["nuclei everything"].data
+    seeds = GivenSeeds({(0,): np.array([[24.0, 20.0]]),
+                        (1,): np.array([[12.0, 10.0], [30.0, 30.0]])})
+    assert np.array_equal(labels, expected(widget, image, seeds=seeds))
+    assert 1 <= labels[0].max() and labels.max() <= 3
+    assert widget.task_panel.bar.value() == widget.task_panel.bar.maximum() == 20
+
+
+def test_seeds_from_the_image_cancel_keeps_the_first_slice(qtbot, docked):
+    viewer, image, widget = docked
+    from napari_hq_sam._widget.auto_widget import SEEDS_IMAGE
+    from napari_hq_sam.engine.seeds import ImageSeeds
+
+    widget.mode_combo.setCurrentText(SEEDS_IMAGE)
+    widget.diameter_spin.setValue(9)
+    widget.scope_combo.setCurrentText(STACK)
+
+    def cancel_after_slice_0(done, total):
+        if total == 20 and done >= 10:    # 10 progress steps per seeded slice
+            widget.cancel()
+
+    widget.runner.progressed.connect(cancel_after_slice_0, type=Qt.DirectConnection)
+    run_and_wait(qtbot, widget)
+    labels = viewer.layers["nuclei everything"].data
+    full = expected(widget, image, seeds=ImageSeeds(9.0))
+    assert full[0].max() >= 1 and full[1].max() >= 1
+    np.testing.assert_array_equal(labels[0], full[0])
+    assert not labels[1].any()
+    assert "cancelled; kept 1 finished slice" in widget.status.text()

@@ -7,6 +7,10 @@ model is the viewer's (:mod:`napari_hq_sam.session`), chosen in the model bar sh
 with the other HQ-SAM widgets, and so are its embeddings: slices embedded there are
 not embedded again. The result goes to a new Labels layer (one id per object), ready
 to be edited with prompts.
+
+The mode chooses the prompts: the official grid of points, one seed per blob of the
+expected diameter found in each slice, or one seed per positive point of a Points
+layer (:mod:`napari_hq_sam.engine.seeds`).
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from ._plugin_dock import PluginDock
 from ._text import count
 
 CURRENT, STACK = "Current slice", "Whole stack"
+GRID, SEEDS_IMAGE, SEEDS_POINTS = ("Grid of points", "Seeds from the image",
+                                   "Seeds from a points layer")
 
 
 class AutoSegmentWidget(PluginDock):
@@ -61,6 +67,13 @@ class AutoSegmentWidget(PluginDock):
         self.image_combo = QComboBox()
         self.scope_combo = QComboBox()
         self.scope_combo.addItems([CURRENT, STACK])
+        self.mode_combo = QComboBox()
+        self.mode_combo.addItems([GRID, SEEDS_IMAGE, SEEDS_POINTS])
+        self.points_layer_combo = QComboBox()
+        # 0 shows "estimate": the diameter is then estimated per slice
+        self.diameter_spin = _spin(QDoubleSpinBox(), 0.0, 10000.0, 0.0, 1.0)
+        self.diameter_spin.setSpecialValueText("estimate")
+        self.diameter_spin.setSuffix(" px")
         self.points_spin = _spin(QSpinBox(), 1, 128, d.points_per_side)
         self.iou_spin = _spin(QDoubleSpinBox(), 0.0, 1.0, d.pred_iou_thresh, 0.01)
         self.stability_spin = _spin(QDoubleSpinBox(), 0.0, 1.0, d.stability_score_thresh, 0.01)
@@ -70,6 +83,9 @@ class AutoSegmentWidget(PluginDock):
         box = QGroupBox("Segment everything")
         form = QFormLayout(box)
         for label, widget in (("Image", self.image_combo), ("Segment", self.scope_combo),
+                              ("Prompts", self.mode_combo),
+                              ("Seed points", self.points_layer_combo),
+                              ("Object diameter", self.diameter_spin),
                               ("Points per side", self.points_spin),
                               ("Min predicted IoU", self.iou_spin),
                               ("Min stability", self.stability_spin),
@@ -80,17 +96,26 @@ class AutoSegmentWidget(PluginDock):
         self.add_section(box)
         self.finish()
         self.run_button.clicked.connect(self.run)
+        self.mode_combo.currentTextChanged.connect(self._mode_changed)
+        self._mode_changed()
+
+    def _mode_changed(self, *_) -> None:
+        mode = self.mode_combo.currentText()
+        self.points_spin.setEnabled(mode == GRID)
+        self.diameter_spin.setEnabled(mode != GRID)
+        self.points_layer_combo.setEnabled(mode == SEEDS_POINTS)
 
     def refresh_layers(self, event=None) -> None:
-        """Refill the image box with the viewer's image layers."""
-        from napari.layers import Image
+        """Refill the image and seed-points boxes with the viewer's layers."""
+        from napari.layers import Image, Points
 
-        current = self.image_combo.currentText()
-        names = [layer.name for layer in self.viewer.layers if isinstance(layer, Image)]
-        self.image_combo.clear()
-        self.image_combo.addItems(names)
-        if current in names:
-            self.image_combo.setCurrentText(current)
+        for combo, kind in ((self.image_combo, Image), (self.points_layer_combo, Points)):
+            current = combo.currentText()
+            names = [layer.name for layer in self.viewer.layers if isinstance(layer, kind)]
+            combo.clear()
+            combo.addItems(names)
+            if current in names:
+                combo.setCurrentText(current)
 
     # -- actions ---------------------------------------------------------------------------
     def config(self) -> AutoMaskConfig:
@@ -100,6 +125,29 @@ class AutoSegmentWidget(PluginDock):
                               stability_score_thresh=self.stability_spin.value(),
                               min_mask_region_area=self.min_area_spin.value(),
                               hq_token_only=self.session.hq_token_only)
+
+    def seeds(self, ctx):
+        """The seed source of the chosen mode for the image ``ctx`` (None: the grid)."""
+        from ..engine.prompts import points_table
+        from ..engine.seeds import GivenSeeds, ImageSeeds, seeds_from_table
+        from ..errors import InputError
+
+        mode = self.mode_combo.currentText()
+        diameter = self.diameter_spin.value() or None
+        if mode == GRID:
+            return None
+        if mode == SEEDS_IMAGE:
+            return ImageSeeds(diameter)
+        name = self.points_layer_combo.currentText()
+        if not name:
+            raise InputError("Add a Points layer with one point per object to seed from.")
+        layer = self.viewer.layers[name]
+        table = points_table(layer.data, layer.features)
+        points = seeds_from_table(table.points, table.point_labels,
+                                  len(ctx.layout.leading_shape))
+        if not points:
+            raise InputError(f"Points layer '{name}' has no positive points to seed from.")
+        return GivenSeeds(points, diameter)
 
     def run(self) -> None:
         """Load the model if none is loaded, then segment in a worker thread."""
@@ -113,6 +161,7 @@ class AutoSegmentWidget(PluginDock):
             layer = self.viewer.layers[self.image_combo.currentText()] \
                 if self.image_combo.currentText() else None
             ctx = image_context(layer)
+            seeds = self.seeds(ctx)
         except (KeyError, ValueError) as exc:
             self.task_panel.show_error(exc)
             return
@@ -126,11 +175,13 @@ class AutoSegmentWidget(PluginDock):
                 return segment_everything(None, ctx.data, config, layout=ctx.layout,
                                           contrast_limits=ctx.contrast_limits, slices=slices,
                                           stitch=stitch, segmenter=session.segmenter,
-                                          progress=progress, should_stop=should_stop)
+                                          progress=progress, should_stop=should_stop,
+                                          seeds=seeds)
 
         what = "the whole stack" if whole and ctx.layout.leading_shape else \
             f"slice {slices[0][-1]}" if slices and slices[0] else "the image"
-        self.runner.start(task, desc=f"Segment everything in {what}", unit="point batches",
+        unit = "point batches" if seeds is None else "steps"
+        self.runner.start(task, desc=f"Segment everything in {what}", unit=unit,
                           on_done=lambda run: self._add_result(run, ctx),
                           on_cancelled=lambda run: self._add_result(run, ctx))
 
@@ -148,7 +199,7 @@ class AutoSegmentWidget(PluginDock):
         self.status.setText(f"{count(run.objects, 'object')} in '{layer.name}' ({state}).")
 
     def cancel(self) -> None:
-        """Stop the run at its next point batch; finished slices are kept."""
+        """Stop the run at its next batch of points or seeds; finished slices are kept."""
         self.runner.cancel()
 
     def busy_buttons(self) -> list[QPushButton]:
