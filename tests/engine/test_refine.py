@@ -323,7 +323,7 @@ def test_dask_run_matches_single_process(nuclei3d, nuclei3d_labels, tiny_checkpo
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
                       dashboard_address=None) as cluster, Client(cluster) as client:
         remote = refine_labels_distributed(image, labels, spec, client=client, **options)
-    local = refine_labels(image, labels, segmenter=segmenter, **options)
+    local = refine_labels(image, labels, segmenter, **options)  # a segmenter in model's place
     np.testing.assert_array_equal(remote.labels, local.labels)
     assert remote.kept == local.kept and remote.refined == local.refined
     assert remote.slices == [(0,), (1,)]

@@ -96,12 +96,13 @@ def run(args) -> int:
     inputs = [*run_inputs(args), ("labels", args.labels)]
     out = io.check_output(args.out, args.overwrite, inputs=inputs)
     check_cache_not_input(args)
-    image = io.read_image(args.image)
+    image = io.read_image(args.image, args.level)
     layout = describe_layout(image.shape, rgb=args.rgb, channel_axis=args.channel_axis,
                              channel=args.channel, axes=args.axes)
     source = check_source(io.read_image(args.labels), layout, name=f"labels {args.labels}")
     check_settings(args.score_threshold, args.iou_threshold, args.prompt_batch)
-    limits = tuple(args.contrast_limits) if args.contrast_limits else None
+    limits = (tuple(args.contrast_limits) if args.contrast_limits  # else a pyramid's smallest level
+              else io.pyramid_contrast_limits(args.image, layout, args.contrast))
     to_zarr = out.suffix.lower() == ".zarr"
     # the source labels stay in memory, and so do the refined ones unless written to zarr
     in_memory = (out, layout.labels_shape, source.dtype, "hqsam refine holds the labels in "
@@ -115,13 +116,14 @@ def run(args) -> int:
     tmp = io.partial_path(out)
     try:
         with io.disk_full_is_output_error(out):
-            target = (io.create_zarr_labels(tmp, layout.labels_shape, source.dtype)
+            scale = io.labels_scale(args.image, layout, args.level)  # kept in the output
+            target = (io.create_zarr_labels(tmp, layout.labels_shape, source.dtype, scale)
                       if to_zarr else None)
             result = _refine(args, image, source, layout, limits, target)
             if to_zarr:
                 io.commit_output(tmp, out, args.overwrite)
             else:
-                io.write_labels(out, result.labels, args.overwrite)
+                io.write_labels(out, result.labels, args.overwrite, scale=scale)
     finally:
         io.remove_partial(tmp)
     _summary(args, result, out, layout, source.dtype)

@@ -663,8 +663,8 @@ def refine_labels(image, labels, model=None, *, segmenter=None, cache=None, enco
     labels : array-like
         Source labels of the image's labels shape ``(..., H, W)``, 0 background; not
         modified.
-    model : HQSam, optional
-        Needed unless ``segmenter`` is given.
+    model : HQSam or SliceSegmenter, optional
+        Needed unless ``segmenter`` is given; a segmenter here is used as ``segmenter``.
     segmenter : SliceSegmenter, optional
         Reuse one (and its embedding cache).
     cache, encode
@@ -706,6 +706,8 @@ def refine_labels(image, labels, model=None, *, segmenter=None, cache=None, enco
         iou_threshold=iou_threshold, use_mask=use_mask, use_point=use_point,
         hq_token_only=hq_token_only, batch_size=batch_size, contrast_limits=contrast_limits,
         **layout_kwargs)
+    if segmenter is None and isinstance(model, SliceSegmenter):
+        segmenter = model
     if segmenter is None:
         if model is None:
             raise InputError("refine_labels needs a model or a segmenter.")
