@@ -10,12 +10,14 @@ Huge images fail fast or work: a memory-mapped TIFF is never read whole (contras
 limits come from a sample), a compressed TIFF larger than memory is read piece by
 piece (one stored in pieces too large for that is refused), a damaged piece of a
 large TIFF is found before any work, labels that cannot fit in memory are refused
-before any model work (a .zarr output is filled slice by slice and runs), and so is a
-slice whose conversion to the model's input cannot fit. OME-Zarr levels that do not
-exist, ``--level`` for an image without levels, and OME-Zarr metadata that names no
-or missing arrays are one line each. The memory available is fixed per
-test, so the outcome does not depend on the machine; the files are sparse, so they
-take almost no disk, and no test allocates more than a few hundred MiB.
+before any model work (a .zarr output is filled slice by slice and runs; a huge slice
+whose TIFF labels cannot fit suggests .zarr), and so is a slice whose conversion to the
+model's input cannot fit (whole-slice runs; a tiled run converts one tile at a time).
+OME-Zarr levels that do not exist, ``--level`` for an image without levels, and
+OME-Zarr metadata that names no or missing arrays are one line each. The memory
+available is fixed per test, so the outcome does not depend on the machine; the files
+are sparse, so they take almost no disk, and no test allocates more than a few hundred
+MiB.
 """
 
 from __future__ import annotations
@@ -313,14 +315,16 @@ def test_huge_tiff_is_memory_mapped_and_sampled(huge, nuclei2d):
     assert peak < 16
 
 
-@pytest.mark.parametrize("command,out", [("segment", "out.zarr"), ("segment", "out.tif"),
-                                         ("auto", "out.tif"), ("embed", None)])
+@pytest.mark.parametrize("command,out", [("segment", "out.zarr"), ("auto", "out.tif"),
+                                         ("embed", None)])
 def test_huge_slice_is_refused_before_work(command, out, huge, memory, tiny_checkpoint):
+    """Runs that convert whole slices (segment and embed only with --no-tiling)."""
     folder = huge.parent
     (folder / "prompts.json").write_text(json.dumps(
         {"prompts": [{"slice": [0], "box": [29970, 29970, 30020, 30020], "object": 1}]}))
     memory(16)
-    argv = _argv(command, huge, folder, tiny_checkpoint)
+    argv = _argv(command, huge, folder, tiny_checkpoint,
+                 *(["--no-tiling"] if command in ("segment", "embed") else []))
     if out is not None:
         argv[argv.index("--out") + 1] = folder / out
     paths = _paths(folder)  # not hashed: 6.7 GiB of (sparse) zeros
@@ -329,6 +333,23 @@ def test_huge_slice_is_refused_before_work(command, out, huge, memory, tiny_chec
                       "16.0 GiB available", "slices up to about 536,870,912 pixels fit",
                       "crop or downsample the image first")
     assert _paths(folder) == paths
+    assert peak < 64
+
+
+def test_tiff_labels_of_a_huge_slice_suggest_zarr(tmp_path, memory, nuclei2d, tiny_checkpoint):
+    """A 20000 x 20000 slice is segmented tile by tile (one tile converted at a time),
+    but labels for a TIFF are held whole: beyond memory, refused before any work."""
+    image = tmp_path / "scan.zarr"
+    zarr.create_array(str(image), shape=(20000, 20000), dtype=np.uint16,
+                      chunks=(1024, 1024), fill_value=0)[9744:10256, 9744:10256] = nuclei2d
+    (tmp_path / "prompts.json").write_text(json.dumps(
+        {"prompts": [{"slice": [], "box": [9800, 9800, 9900, 9900], "object": 1}]}))
+    memory(0.5)
+    argv = _argv("segment", image, tmp_path, tiny_checkpoint)
+    _, peak = _peak_mib(lambda: _refused(
+        argv, tmp_path, f"the labels of {tmp_path / 'out.tif'} ((20000, 20000) uint16) take "
+        "763 MiB", "512 MiB available", "write them to a .zarr output instead (--out "
+        "NAME.zarr)"))
     assert peak < 64
 
 
