@@ -152,3 +152,35 @@ def test_a_20000_pixel_lazy_slice_runs_in_bounded_memory(tmp_path, tiny_checkpoi
     assert chunks and len(chunks) <= 30  # of 400
     assert all(min(max(abs(r - a), abs(c - b)) for a, b in near) <= 2
                for r, c in chunks), chunks
+
+
+def test_embedded_tiles_serve_later_prompted_runs(tmp_path, tiny_model, tiny_checkpoint,
+                                                  mosaic, no_moves):
+    from napari_hq_sam.engine.cache import EmbeddingCache, model_signature
+    from napari_hq_sam.engine.embed import embed_stack
+
+    image = mosaic[:500, :1100, 0]  # grey, 500 x 1100: 1 x 3 tiles of 512 px (halo 64)
+    tiling = Tiling(tile=512, halo=64)
+    signature = model_signature(tiny_model, tiny_checkpoint)
+
+    def cache():
+        return EmbeddingCache(signature, directory=tmp_path / "cache", max_items=2)
+
+    first = embed_stack(image, tiny_model, cache=cache(), tiling=tiling)
+    assert (first.computed, first.reused, first.slices) == (3, 0, [()])
+    again = embed_stack(image, tiny_model, cache=cache(), tiling=tiling)
+    assert (again.computed, again.reused) == (0, 3)
+    prompts = [ObjectPrompt(points=[[100, 100]], labels=[1], object_id=1),
+               ObjectPrompt(points=[[1000, 400]], labels=[1], object_id=2)]
+    run = segment_stack(image, prompts, segmenter=SliceSegmenter(tiny_model, cache=cache()),
+                        tiling=tiling)
+    assert run.computed == 0 and run.reused == 2  # the grid tiles the prompts route to
+    assert set(np.unique(run.labels)) <= {0, 1, 2} and (run.labels > 0).any()
+    # entries are keyed by the window's pixels: another halo reuses only the windows that
+    # cover exactly the same rectangle (those at the slice's corners), computes the rest
+    wider = Tiling(tile=512, halo=100)
+    same = set(wider.grid(image.shape)) & set(tiling.grid(image.shape))
+    other = embed_stack(image, tiny_model, cache=cache(), tiling=wider)
+    n_wider = len(wider.grid(image.shape))
+    assert 0 < len(same) < n_wider
+    assert (other.computed, other.reused) == (n_wider - len(same), len(same))

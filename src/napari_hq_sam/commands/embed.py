@@ -17,6 +17,8 @@ from ._common import (
     check_model_inputs,
     model_spec,
     run_cache,
+    tiling_from_args,
+    tiling_note,
 )
 from ._image_sets import run_image_set
 from ._options import (
@@ -30,6 +32,7 @@ from ._options import (
     add_model_options,
     add_precision_option,
     add_quiet_option,
+    add_tiling_options,
 )
 
 
@@ -57,6 +60,7 @@ def register(subparsers) -> None:
                    help="slices to embed (default all): per selection one index or "
                    "START:STOP[:STEP] range per slice axis, commas between axes, e.g. '0:4', "
                    "'10 20', or '0,5:9' for T=0, Z=5..8 of a TZYX image")
+    add_tiling_options(p)
     add_quiet_option(p)
     # decoding options do not change an embedding; the worker's spec wants one
     p.set_defaults(func=run, hq_token_only=False)
@@ -72,7 +76,8 @@ def run(args) -> int:
              f"scheduler {args.scheduler}" if args.scheduler else "1 process")
     lo, hi = plan.contrast_limits  # what a viewer must show for its slices to hit the cache
     print(f"embedded {n} slice{'s' * (n != 1)} in {result.seconds:.1f} s "
-          f"({result.seconds / max(n, 1):.2f} s per slice, {where}); embeddings: "
+          f"({result.seconds / max(n, 1):.2f} s per slice, {where})"
+          f"{tiling_note(tiling_from_args(args), plan.layout)}; embeddings: "
           f"{result.computed} computed, {result.reused} reused; contrast limits {_number(lo)} "
           f"{_number(hi)}; cache {args.cache}{cache_report(args)}")
     return 0
@@ -96,8 +101,10 @@ def embed_image(args, model_checked: bool = False):
     slices = None if args.slices is None else parse_slices(args.slices, layout.leading_shape)
     limits = (tuple(args.contrast_limits) if args.contrast_limits  # else a pyramid's smallest level
               else io.pyramid_contrast_limits(args.image, layout, args.contrast))
+    tiling = tiling_from_args(args)
     check_memory(image, layout, limits, contrast_method=args.contrast,
-                 remote=bool(args.scheduler))
+                 remote=bool(args.scheduler),
+                 tile=tiling.tile if tiling and tiling.applies(layout.spatial_shape) else None)
     plan = plan_slices(image, layout=layout,
                        contrast_limits=limits or contrast_limits(args, image, layout),
                        slices=slices)
@@ -203,7 +210,7 @@ def _embed(args, image, plan):
         bar.update(done - bar.n)
 
     common = dict(layout=plan.layout, contrast_limits=plan.contrast_limits,
-                  slices=plan.indices, progress=progress)
+                  slices=plan.indices, tiling=tiling_from_args(args), progress=progress)
     try:
         if args.workers or args.scheduler:
             import logging

@@ -32,6 +32,8 @@ from .cache import EmbeddingCache, image_key
 from .distributed import ModelSpec, run_slices_distributed
 from .runner import Progress, ShouldStop, SlicePlan, StackResult, plan_slices, run_slices
 from .segmenter import SliceSegmenter
+from .tiled import WINDOWS_PER_CALL
+from .tiles import DEFAULT_TILING, Tiling
 
 
 @dataclass(frozen=True)
@@ -39,12 +41,22 @@ class EmbedJob:
     """Nothing beyond the embedding, which the runner computes through the cache.
 
     ``segment`` returns None (so a Dask worker sends nothing back) and ``record``
-    notes the slice in ``result.slices``; ``result.labels`` is never touched.
+    notes the slice in ``result.slices``; ``result.labels`` is never touched. On a
+    tiled slice (``tiling`` applies) the job embeds every tile of the grid, a few at
+    a time, so that later prompted runs and the widget find each tile they route to.
     """
 
+    tiling: Tiling | None = None
     steps: int = 1
 
     def segment(self, segmenter, index, image, embedding, step, should_stop) -> None:
+        if embedding is None:  # a tiled slice: ``image`` reads windows
+            windows = self.tiling.grid(image.shape)
+            for start in range(0, len(windows), WINDOWS_PER_CALL):
+                if should_stop is not None and should_stop():
+                    raise Cancelled
+                segmenter.embeddings([image.read(w)
+                                      for w in windows[start:start + WINDOWS_PER_CALL]])
         return None
 
     def record(self, result: StackResult, index, output) -> None:
@@ -55,6 +67,7 @@ def embed_stack(image, model=None, *, segmenter: SliceSegmenter | None = None,
                 cache: EmbeddingCache | None = None, batch_size: int | None = None,
                 slices: Sequence[tuple[int, ...]] | None = None,
                 contrast_limits: tuple[float, float] | None = None,
+                tiling: Tiling | None = DEFAULT_TILING,
                 progress: Progress | None = None, should_stop: ShouldStop | None = None,
                 **layout_kwargs) -> StackResult:
     """Embed every (or some) 2D slice of an image into ``cache``.
@@ -81,6 +94,10 @@ def embed_stack(image, model=None, *, segmenter: SliceSegmenter | None = None,
     contrast_limits : (lo, hi), optional
         Default: the whole image's (uint8: 0, 255), as the CLI and a napari layer's
         default use, so their slices find these entries.
+    tiling : Tiling or None
+        Slices longer than a tile on a side are embedded tile by tile, every tile of
+        the grid (:mod:`.tiles`); runs with the same tiling find them. None embeds
+        every slice whole, resized to the model input.
     progress, should_stop : callable, optional
         ``progress(done, total)`` in slices (stored slices count as done when found);
         ``should_stop()`` before each slice ends the run, keeping what was stored
@@ -100,13 +117,15 @@ def embed_stack(image, model=None, *, segmenter: SliceSegmenter | None = None,
         segmenter = SliceSegmenter(model, cache=cache)
     result = StackResult(None)
     total = len(plan.indices)
-    try:
-        todo = _skip_stored(image, plan, segmenter.cache, result, progress, should_stop)
+    job = EmbedJob(tiling)
+    try:  # tiled slices find their stored tiles as they go (cache hits count as reused)
+        todo = (list(plan.indices) if plan.tiled(job) else
+                _skip_stored(image, plan, segmenter.cache, result, progress, should_stop))
     except Cancelled:
         result.cancelled = True
         todo = []
     found = len(result.slices)
-    run_slices(EmbedJob(), image, replace(plan, indices=todo), segmenter, result,
+    run_slices(job, image, replace(plan, indices=todo), segmenter, result,
                batch_size=batch_size,
                progress=None if progress is None else
                (lambda done, _total: progress(found + done, total)),
@@ -145,6 +164,7 @@ def embed_stack_distributed(image, spec: ModelSpec, *, client=None,
                             processes: bool = True,
                             slices: Sequence[tuple[int, ...]] | None = None,
                             contrast_limits: tuple[float, float] | None = None,
+                            tiling: Tiling | None = DEFAULT_TILING,
                             progress: Progress | None = None,
                             should_stop: ShouldStop | None = None,
                             **layout_kwargs) -> StackResult:
@@ -152,7 +172,7 @@ def embed_stack_distributed(image, spec: ModelSpec, *, client=None,
 
     Parameters
     ----------
-    image, slices, contrast_limits, layout_kwargs
+    image, slices, contrast_limits, tiling, layout_kwargs
         As in :func:`embed_stack`.
     spec : ModelSpec
         How each worker loads the model; ``cache_dir`` is the folder the workers
@@ -172,7 +192,7 @@ def embed_stack_distributed(image, spec: ModelSpec, *, client=None,
                          "else.")
     start = time.perf_counter()
     plan = plan_slices(image, contrast_limits=contrast_limits, slices=slices, **layout_kwargs)
-    result = run_slices_distributed(EmbedJob(), image, plan, spec, StackResult(None),
+    result = run_slices_distributed(EmbedJob(tiling), image, plan, spec, StackResult(None),
                                     client=client, scheduler=scheduler, n_workers=n_workers,
                                     processes=processes, progress=progress,
                                     should_stop=should_stop)
