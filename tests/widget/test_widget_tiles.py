@@ -116,6 +116,7 @@ def test_multiscale_layer_is_segmented_at_level_0(make_napari_viewer, qtbot, tin
     expected = crop_alone(widget, mosaic, (0, 235), y0, x0, y1, x1)
     np.testing.assert_array_equal(labels.data == 1, expected)
     assert widget.status.text().startswith("Added object 1 to 'HQ-SAM labels'")
+    assert "; tiles at native resolution, " in widget.status.text()  # cached if run before
 
 
 def test_large_images_controls_set_the_session_tiling(make_napari_viewer, tiny_checkpoint):

@@ -219,5 +219,7 @@ def _summary(head: str, result, cached: bool, seconds: float | None,
     ``note`` (a sentence, e.g. that a box was clipped to the image) follows.
     """
     how = "cached embedding" if cached else "new embedding"
+    if getattr(result, "origins", None) is not None:  # decoded in native-resolution tiles
+        how = "tiles at native resolution, " + ("all cached" if cached else "new embeddings")
     took = f", {seconds:.2f} s" if seconds is not None else ""
     return f"{head} ({scores(result.scores)}; {how}{took})." + (f" {note}" if note else "")
