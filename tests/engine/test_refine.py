@@ -286,6 +286,38 @@ def test_stack_refines_each_slice_and_cancel_keeps_finished_ones(nuclei3d, nucle
     assert whole.objects == sum(len(ids(s)) for s in labels)
 
 
+def test_large_slices_are_refined_tile_by_tile(crop, tiny_model):
+    from napari_hq_sam.engine.refine import TILE_MARGIN
+    from napari_hq_sam.engine.tiles import Extent, Tiling
+
+    image, labels = crop
+    tiling = Tiling(tile=64, halo=16)  # the 96 x 96 crop is 'large' for 64 px tiles
+    routed = {}
+    for object_id, (rows, cols) in object_windows(labels):
+        extent = Extent(rows.start, cols.start, rows.stop - 1, cols.stop - 1)
+        routed[object_id] = tiling.route(labels.shape, extent.grown(TILE_MARGIN))
+    encode = CountingEncode()
+    calls = []
+    result = refine_labels(image, labels, segmenter=SliceSegmenter(tiny_model, encode=encode),
+                           tiling=tiling, score_threshold=-1.0, iou_threshold=0.0,
+                           progress=lambda d, t: calls.append((d, t)))
+    assert encode.slices == len(set(routed.values())) < len(routed)  # windows, not objects
+    assert ids(result.labels) == ids(labels) and result.refined > 0
+    assert result.refined + len(result.kept) == 8 and calls[-1] == (1, 1)
+    kept = {k.object_id for k in result.kept}
+    for object_id, window in routed.items():
+        new = result.labels == object_id
+        if object_id in kept:
+            np.testing.assert_array_equal(new, labels == object_id)
+        else:  # the refined mask lies in the window the model saw
+            inside = np.zeros_like(new)
+            inside[window.slices] = True
+            assert new.any() and not (new & ~inside).any()
+    untiled = refine_labels(image, labels, segmenter=SliceSegmenter(tiny_model), tiling=None,
+                            score_threshold=-1.0, iou_threshold=0.0)
+    assert not np.array_equal(untiled.labels, result.labels)  # another frame, other masks
+
+
 def test_bad_inputs_are_refused_before_any_encoding(crop, tiny_model):
     image, labels = crop
     encode = CountingEncode()

@@ -53,10 +53,11 @@ def refine_all_task(session, request: RefineRequest):
         from ..engine.refine import refine_labels
 
         with segmenter_of(session) as segmenter:
-            # the model bar's HQ mode, as for every other action of the dock
+            # the model bar's HQ mode and the session's tiling, as for the dock's other actions
             return refine_labels(
                 request.data, request.labels, segmenter=segmenter,
-                hq_token_only=segmenter.hq_token_only, layout=request.layout,
+                hq_token_only=segmenter.hq_token_only, tiling=session.tiling,
+                layout=request.layout,
                 contrast_limits=request.contrast_limits, slices=request.slices,
                 score_threshold=request.score_threshold,
                 iou_threshold=request.iou_threshold, progress=progress,

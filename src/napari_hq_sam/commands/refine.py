@@ -16,6 +16,7 @@ from ._common import (
     check_model_inputs,
     model_spec,
     run_inputs,
+    tiling_from_args,
 )
 from ._options import (
     add_adapter_option,
@@ -28,6 +29,7 @@ from ._options import (
     add_output_options,
     add_precision_option,
     add_quiet_option,
+    add_tiling_options,
     finite_float,
     positive_int,
     unit_interval,
@@ -81,6 +83,7 @@ def register(subparsers) -> None:
                    help="objects decoded at once (default 32; fewer on large slices)")
     add_layout_options(p)
     add_contrast_option(p)
+    add_tiling_options(p)
     p.add_argument("--batch-size", type=positive_int, default=None,
                    help="slices encoded at once (default: from free GPU memory; 1 on CPUs)")
     add_quiet_option(p)
@@ -107,8 +110,10 @@ def run(args) -> int:
     # the source labels stay in memory, and so do the refined ones unless written to zarr
     in_memory = (out, layout.labels_shape, source.dtype, "hqsam refine holds the labels in "
                  "memory: crop the image and labels, or use a machine with more memory.")
+    tiling = tiling_from_args(args)
     check_memory(image, layout, limits, labels=in_memory, labels_copies=1 if to_zarr else 2,
-                 contrast_method=args.contrast, remote=bool(args.scheduler))
+                 contrast_method=args.contrast, remote=bool(args.scheduler),
+                 tile=tiling.tile if tiling and tiling.applies(layout.spatial_shape) else None)
     io.check_output_space(out, layout.labels_shape, source.dtype)
     if limits is None and args.contrast == "percentile":
         limits = default_contrast_limits(selected_channel(image, layout), "percentile")
@@ -119,7 +124,7 @@ def run(args) -> int:
             scale = io.labels_scale(args.image, layout, args.level)  # kept in the output
             target = (io.create_zarr_labels(tmp, layout.labels_shape, source.dtype, scale)
                       if to_zarr else None)
-            result = _refine(args, image, source, layout, limits, target)
+            result = _refine(args, image, source, layout, limits, target, tiling)
             if to_zarr:
                 io.commit_output(tmp, out, args.overwrite)
             else:
@@ -130,7 +135,7 @@ def run(args) -> int:
     return 0
 
 
-def _refine(args, image, source, layout, limits, target):
+def _refine(args, image, source, layout, limits, target, tiling):
     from tqdm import tqdm
 
     from ..engine.distributed import worker_segmenter
@@ -147,7 +152,7 @@ def _refine(args, image, source, layout, limits, target):
                   score_threshold=args.score_threshold, iou_threshold=args.iou_threshold,
                   use_mask=args.use_mask, use_point=args.point,
                   hq_token_only=args.hq_token_only, batch_size=args.prompt_batch,
-                  progress=progress)
+                  tiling=tiling, progress=progress)
     try:
         if args.workers or args.scheduler:
             import logging

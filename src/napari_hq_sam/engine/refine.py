@@ -36,6 +36,10 @@ releases pixels of its source mask that its new mask leaves out). An object left
 any pixel by these rules keeps its source mask (``"overlapped"``). So every slice keeps
 exactly its set of ids.
 
+Slices larger than the model input are refined tile by tile at native resolution
+(:func:`refine_slice_tiled`): each object in the tile that holds it, so a nucleus of a
+20000-pixel slice is seen at the resolution it was drawn at.
+
 A :class:`RefineJob` runs through :func:`~.runner.run_slices` (progress, cancel, caching
 as every run over slices) or :func:`~.distributed.run_slices_distributed`
 (:func:`refine_labels_distributed`); :func:`refine_labels` is the entry point.
@@ -54,6 +58,7 @@ from scipy import ndimage
 from ..errors import Cancelled, InputError
 from .labels import labels_dtype
 from .runner import Progress, ShouldStop, SlicePlan, StackResult, plan_slices, run_slices
+from .tiles import DEFAULT_TILING
 
 EMPTY, LOW_SCORE, MOVED, OVERLAPPED = "empty", "low score", "moved", "overlapped"
 REASONS = {
@@ -64,6 +69,9 @@ REASONS = {
 }
 LOGIT_EPS = 1e-3  # coverage clipped to [eps, 1 - eps]: logits within about ±6.9
 _EIGHT = np.ones((3, 3), dtype=bool)
+# Pixels an object's box is grown by before it is routed to a tile, so that its refined
+# mask has room to move its boundary inside the window the model sees.
+TILE_MARGIN = 16
 # Bytes of decoder output one batch may take (upscaled float logits at 1024² and at
 # the slice's size): bounds memory on large slices.
 _BATCH_BYTES = 2**29
@@ -289,19 +297,25 @@ class ObjectPrompts:
 
 
 def object_prompts(labels: np.ndarray, input_size: tuple[int, int], *, use_mask: bool = True,
-                   use_point: bool = False) -> ObjectPrompts:
+                   use_point: bool = False, ids=None) -> ObjectPrompts:
     """One prompt per object of a 2D labels slice (box, and mask logits / interior point).
 
     Parameters
     ----------
     labels : np.ndarray
-        ``(H, W)`` integer labels, 0 background.
+        ``(H, W)`` integer labels, 0 background (a slice, or the window of one that the
+        model sees).
     input_size : (int, int)
-        The slice's size in the model's 1024 input (``ImageEmbedding.input_size``).
+        Its size in the model's 1024 input (``ImageEmbedding.input_size``).
     use_mask, use_point : bool
         Add the mask logits / the interior point.
+    ids : collection of int, optional
+        Only these objects (default: every object).
     """
     windows = object_windows(labels)
+    if ids is not None:
+        wanted = set(int(i) for i in ids)
+        windows = [(i, w) for i, w in windows if i in wanted]
     frame = LowResFrame(labels.shape, input_size) if use_mask else None
     boxes, points, masks = [], [], []
     for object_id, (rows, cols) in windows:
@@ -454,6 +468,84 @@ def resolve_overlaps(source: np.ndarray, windows: dict, candidates: list[_Candid
     return out, lost
 
 
+def _shifted(window: tuple[slice, slice], top: int, left: int) -> tuple[slice, slice]:
+    rows, cols = window
+    return (slice(rows.start + top, rows.stop + top), slice(cols.start + left, cols.stop + left))
+
+
+@dataclass
+class _Settings:
+    """What :func:`refine_slice` was asked, handed to each frame it decodes."""
+
+    score_threshold: float
+    iou_threshold: float
+    use_mask: bool
+    use_point: bool
+    hq_token_only: bool
+    batch_size: int
+    index: tuple
+
+
+def _decode_frame(predictor, frame: np.ndarray, ids, offset: tuple[int, int],
+                  settings: _Settings, should_stop, done) -> tuple[list, list, dict]:
+    """Decode the objects ``ids`` of ``frame`` (the labels the model sees) and judge them.
+
+    ``offset`` is the frame's ``(top, left)`` in the slice: candidates come back in slice
+    coordinates. ``done(k)`` is called with the number of objects decoded so far.
+    """
+    prompts = object_prompts(frame, predictor.input_size, use_mask=settings.use_mask,
+                             use_point=settings.use_point, ids=ids)
+    n = len(prompts.ids)
+    size = batch_size_for(frame.shape, settings.batch_size)
+    windows = dict(zip(prompts.ids.tolist(), prompts.windows))
+    candidates, kept, scores = [], [], {}
+    for first in range(0, n, size):
+        if should_stop is not None and should_stop():
+            raise Cancelled
+        chunk = slice(first, min(first + size, n))
+        masks, batch_scores = decode_batch(predictor, prompts, chunk, settings.hq_token_only)
+        for k, (mask, score) in enumerate(zip(masks, batch_scores.tolist())):
+            object_id = int(prompts.ids[first + k])
+            scores[object_id] = score
+            outcome = judge(object_id, windows[object_id], frame, mask, score,
+                            score_threshold=settings.score_threshold,
+                            iou_threshold=settings.iou_threshold)
+            if isinstance(outcome, _Candidate):
+                outcome.window = _shifted(outcome.window, *offset)
+                candidates.append(outcome)
+            else:
+                kept.append(KeptObject(tuple(settings.index), object_id, outcome[0], score,
+                                       outcome[1]))
+        done(chunk.stop)
+    return candidates, kept, scores
+
+
+def _paint(source: np.ndarray, candidates: list, kept: list, scores: dict,
+           index: tuple) -> SliceRefinement:
+    """Resolve overlaps (:func:`resolve_overlaps`); objects left without pixels are kept."""
+    windows = dict(object_windows(source))
+    kept_ids = {k.object_id for k in kept}
+    while True:  # an object that lost every pixel keeps its source mask instead
+        labels, lost = resolve_overlaps(source, windows, candidates, kept_ids)
+        if not lost:
+            break
+        for cand in [c for c in candidates if c.object_id in lost]:
+            kept.append(KeptObject(tuple(index), cand.object_id, OVERLAPPED, cand.score,
+                                   cand.iou))
+            kept_ids.add(cand.object_id)
+        candidates = [c for c in candidates if c.object_id not in kept_ids]
+    kept.sort(key=lambda k: k.object_id)
+    return SliceRefinement(labels, [c.object_id for c in candidates], kept, scores)
+
+
+def _progress(step, steps: int, total: int):
+    """``done(k)``: ``k`` of ``total`` objects decoded, reported as ``step(k * steps // total)``."""
+    def done(k: int) -> None:
+        if step is not None and total:
+            step(min(steps, steps * k // total))
+    return done
+
+
 def refine_slice(predictor, source: np.ndarray, *, score_threshold: float = 0.5,
                  iou_threshold: float = 0.5, use_mask: bool = True, use_point: bool = False,
                  hq_token_only: bool = True, batch_size: int = 32, index: tuple = (),
@@ -483,41 +575,71 @@ def refine_slice(predictor, source: np.ndarray, *, score_threshold: float = 0.5,
         Asked between decoder calls; True raises :class:`~napari_hq_sam.errors.Cancelled`.
     """
     source = np.asarray(source)
-    prompts = object_prompts(source, predictor.input_size, use_mask=use_mask,
-                             use_point=use_point)
-    n = len(prompts.ids)
-    size = batch_size_for(source.shape, batch_size)
-    windows = dict(zip(prompts.ids.tolist(), prompts.windows))
-    candidates, kept, scores = [], [], {}
-    for first in range(0, n, size):
+    settings = _Settings(score_threshold, iou_threshold, use_mask, use_point, hq_token_only,
+                         batch_size, tuple(index))
+    total = len(object_windows(source))
+    candidates, kept, scores = _decode_frame(predictor, source, None, (0, 0), settings,
+                                             should_stop, _progress(step, steps, total))
+    return _paint(source, candidates, kept, scores, index)
+
+
+def refine_slice_tiled(segmenter, image, source: np.ndarray, tiling, *,
+                       score_threshold: float = 0.5, iou_threshold: float = 0.5,
+                       use_mask: bool = True, use_point: bool = False,
+                       hq_token_only: bool = True, batch_size: int = 32, index: tuple = (),
+                       step=None, steps: int = 1, should_stop: ShouldStop | None = None
+                       ) -> SliceRefinement:
+    """:func:`refine_slice` on a slice larger than the model input, window by window.
+
+    Each object is decoded in the tile that holds its bounding box grown by
+    :data:`TILE_MARGIN` (:meth:`~.tiles.Tiling.route`; an object larger than a tile gets
+    a wider window, seen downscaled), at native resolution, with its mask logits made
+    in that window's frame. Its refined mask cannot reach past that window.
+
+    Parameters
+    ----------
+    segmenter : SliceSegmenter
+        Embeds the windows (through its cache).
+    image : SliceSource or array-like
+        The slice, read window by window (:func:`~.tiled.as_source`).
+    source : np.ndarray
+        ``(H, W)`` integer labels of the slice.
+    tiling : Tiling
+    Others
+        As in :func:`refine_slice`.
+    """
+    from .tiled import WINDOWS_PER_CALL, as_source
+    from .tiles import Extent
+
+    image = as_source(image)
+    source = np.asarray(source)
+    settings = _Settings(score_threshold, iou_threshold, use_mask, use_point, hq_token_only,
+                         batch_size, tuple(index))
+    groups: dict = {}
+    objects = object_windows(source)
+    for object_id, (rows, cols) in objects:
+        extent = Extent(rows.start, cols.start, rows.stop - 1, cols.stop - 1)
+        window = tiling.route(source.shape, extent.grown(TILE_MARGIN))
+        groups.setdefault(window, []).append(object_id)
+    windows = sorted(groups, key=lambda w: (w.top, w.left))
+    candidates, kept, scores, decoded = [], [], {}, [0]
+    report = _progress(step, steps, len(objects))
+    for start in range(0, len(windows), WINDOWS_PER_CALL):
         if should_stop is not None and should_stop():
             raise Cancelled
-        chunk = slice(first, min(first + size, n))
-        masks, batch_scores = decode_batch(predictor, prompts, chunk, hq_token_only)
-        for k, (mask, score) in enumerate(zip(masks, batch_scores.tolist())):
-            object_id = int(prompts.ids[first + k])
-            scores[object_id] = score
-            src_window = windows[object_id]
-            outcome = judge(object_id, src_window, source, mask, score,
-                            score_threshold=score_threshold, iou_threshold=iou_threshold)
-            if isinstance(outcome, _Candidate):
-                candidates.append(outcome)
-            else:
-                kept.append(KeptObject(tuple(index), object_id, outcome[0], score, outcome[1]))
-        if step is not None and n:
-            step(min(steps, steps * chunk.stop // n))
-    kept_ids = {k.object_id for k in kept}
-    while True:  # an object that lost every pixel keeps its source mask instead
-        labels, lost = resolve_overlaps(source, windows, candidates, kept_ids)
-        if not lost:
-            break
-        for cand in [c for c in candidates if c.object_id in lost]:
-            kept.append(KeptObject(tuple(index), cand.object_id, OVERLAPPED, cand.score,
-                                   cand.iou))
-            kept_ids.add(cand.object_id)
-        candidates = [c for c in candidates if c.object_id not in kept_ids]
-    kept.sort(key=lambda k: k.object_id)
-    return SliceRefinement(labels, [c.object_id for c in candidates], kept, scores)
+        chunk = windows[start:start + WINDOWS_PER_CALL]
+        for window, embedding in zip(chunk, segmenter.embeddings([image.read(w)
+                                                                  for w in chunk])):
+            segmenter.set_embedding(embedding)
+            before = decoded[0]
+            found = _decode_frame(segmenter.predictor, source[window.slices], groups[window],
+                                  (window.top, window.left), settings, should_stop,
+                                  lambda k, base=before: report(base + k))
+            decoded[0] += len(groups[window])
+            candidates += found[0]
+            kept += found[1]
+            scores.update(found[2])
+    return _paint(source, candidates, kept, scores, index)
 
 
 # -- runs over slices ---------------------------------------------------------------------------
@@ -534,6 +656,9 @@ class RefineJob:
         As in :func:`refine_slice`.
     steps : int
         Progress steps per slice (decoder calls of a single slice, else 1).
+    tiling : Tiling or None
+        Slices larger than a tile are refined window by window at native resolution
+        (:func:`refine_slice_tiled`); None resizes every slice whole to the model input.
     """
 
     source: object
@@ -544,15 +669,18 @@ class RefineJob:
     hq_token_only: bool = True
     batch_size: int = 32
     steps: int = 1
+    tiling: object = None
 
     def segment(self, segmenter, index, image, embedding, step, should_stop) -> SliceRefinement:
+        options = dict(score_threshold=self.score_threshold, iou_threshold=self.iou_threshold,
+                       use_mask=self.use_mask, use_point=self.use_point,
+                       hq_token_only=self.hq_token_only, batch_size=self.batch_size,
+                       index=index, step=step, steps=self.steps, should_stop=should_stop)
+        source = np.asarray(self.source[index])
+        if embedding is None:  # a tiled slice (see SliceJob): the windows are embedded here
+            return refine_slice_tiled(segmenter, image, source, self.tiling, **options)
         segmenter.set_embedding(embedding)
-        return refine_slice(
-            segmenter.predictor, np.asarray(self.source[index]),
-            score_threshold=self.score_threshold, iou_threshold=self.iou_threshold,
-            use_mask=self.use_mask, use_point=self.use_point,
-            hq_token_only=self.hq_token_only, batch_size=self.batch_size, index=index,
-            step=step, steps=self.steps, should_stop=should_stop)
+        return refine_slice(segmenter.predictor, source, **options)
 
     def record(self, result: RefineResult, index, output: SliceRefinement) -> None:
         result.labels[index] = output.labels
@@ -616,7 +744,7 @@ def check_settings(score_threshold: float, iou_threshold: float, batch_size: int
 def prepare_refine(image, labels, *, slices: Sequence[tuple[int, ...]] | None = None,
                    out=None, score_threshold: float = 0.5, iou_threshold: float = 0.5,
                    use_mask: bool = True, use_point: bool = False, hq_token_only: bool = True,
-                   batch_size: int = 32, **plan_kwargs
+                   batch_size: int = 32, tiling=None, **plan_kwargs
                    ) -> tuple[SlicePlan, RefineJob, RefineResult]:
     """Plan, job and result of a refinement, checked before any model work.
 
@@ -639,7 +767,7 @@ def prepare_refine(image, labels, *, slices: Sequence[tuple[int, ...]] | None = 
         target = out
         target[...] = source
     job = RefineJob(source, float(score_threshold), float(iou_threshold), bool(use_mask),
-                    bool(use_point), bool(hq_token_only), int(batch_size), steps)
+                    bool(use_point), bool(hq_token_only), int(batch_size), steps, tiling)
     return (SlicePlan(plan.layout, plan.contrast_limits, indices), job,
             RefineResult(target, objects=objects))
 
@@ -650,8 +778,8 @@ def refine_labels(image, labels, model=None, *, segmenter=None, cache=None, enco
                   use_mask: bool = True, use_point: bool = False, hq_token_only: bool = True,
                   batch_size: int = 32, encoder_batch_size: int | None = None,
                   contrast_limits: tuple[float, float] | None = None,
-                  progress: Progress | None = None, should_stop: ShouldStop | None = None,
-                  **layout_kwargs) -> RefineResult:
+                  tiling=DEFAULT_TILING, progress: Progress | None = None,
+                  should_stop: ShouldStop | None = None, **layout_kwargs) -> RefineResult:
     """Refine every object of ``labels`` with HQ-SAM, each keeping its id.
 
     Parameters
@@ -688,6 +816,10 @@ def refine_labels(image, labels, model=None, *, segmenter=None, cache=None, enco
         Slices embedded at once (see :func:`~.runner.run_slices`).
     contrast_limits : (lo, hi), optional
         Default: the whole image's (napari's default).
+    tiling : Tiling or None
+        Slices longer than ``tiling.tile`` on a side are refined tile by tile at native
+        resolution (:func:`refine_slice_tiled`; default 1024 px tiles); None resizes
+        each slice whole to the model input.
     progress, should_stop : callable, optional
         As in :mod:`.runner`: a step is a slice (a decoder call for a single slice).
         A cancelled run keeps the slices it finished; the others hold the source.
@@ -705,7 +837,7 @@ def refine_labels(image, labels, model=None, *, segmenter=None, cache=None, enco
         image, labels, slices=slices, out=out, score_threshold=score_threshold,
         iou_threshold=iou_threshold, use_mask=use_mask, use_point=use_point,
         hq_token_only=hq_token_only, batch_size=batch_size, contrast_limits=contrast_limits,
-        **layout_kwargs)
+        tiling=tiling, **layout_kwargs)
     if segmenter is None and isinstance(model, SliceSegmenter):
         segmenter = model
     if segmenter is None:
@@ -724,7 +856,7 @@ def refine_labels_distributed(image, labels, spec, *, client=None, scheduler: st
                               iou_threshold: float = 0.5, use_mask: bool = True,
                               use_point: bool = False, hq_token_only: bool = True,
                               batch_size: int = 32, contrast_limits=None,
-                              progress: Progress | None = None,
+                              tiling=DEFAULT_TILING, progress: Progress | None = None,
                               should_stop: ShouldStop | None = None,
                               **layout_kwargs) -> RefineResult:
     """:func:`refine_labels` with one Dask task per slice (identical labels).
@@ -739,7 +871,7 @@ def refine_labels_distributed(image, labels, spec, *, client=None, scheduler: st
         image, labels, slices=slices, out=out, score_threshold=score_threshold,
         iou_threshold=iou_threshold, use_mask=use_mask, use_point=use_point,
         hq_token_only=hq_token_only, batch_size=batch_size, contrast_limits=contrast_limits,
-        **layout_kwargs)
+        tiling=tiling, **layout_kwargs)
     run_slices_distributed(job, image, plan, spec, result, client=client, scheduler=scheduler,
                            n_workers=n_workers, processes=processes, progress=progress,
                            should_stop=should_stop)
