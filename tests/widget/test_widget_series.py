@@ -157,3 +157,10 @@ def test_segmentation_dock_follows_the_series(make_napari_viewer, qtbot, tiny_ch
     saved = tifffile.imread(folder.parent / "plates_labels" / "img_2.tif")
     np.testing.assert_array_equal(saved, labels.data)
     np.testing.assert_array_equal(saved[gt > 0], gt[gt > 0])  # the loaded objects kept
+
+    series.previous_button.click()  # back on img_2: its labels file, its embedding kept
+    np.testing.assert_array_equal(viewer.layers["HQ-SAM labels"].data, saved)
+    points.add([[30.0, 130.0]])
+    click(qtbot, widget, widget.segment_button)
+    assert "cached embedding" in widget.status.text()
+    assert (viewer.layers["HQ-SAM labels"].data == new_id + 1).any()
