@@ -1,17 +1,35 @@
-"""Time automatic mask generation per 2D slice (default parameters, 32x32 grid).
+"""Segment everything on one slice: the official generator, ours exact, ours seeded.
 
-Usage: ``python benchmarks/bench_auto.py vit_tiny [vit_b ...] [--device cpu]``.
-Random official-format weights (no download); the time does not depend on the
-weights except through how many masks survive the filters (the default
-thresholds keep few with random weights, so the clean-up steps cost little).
+Usage: ``python benchmarks/bench_auto.py [--points-per-side 32] [--rounds 1]
+[--all-masks-side 16]``.
+
+One process, one random official-format vit_tiny checkpoint loaded by both
+packages, the 512 x 512 nuclei sample as RGB (1-99.8 percentile contrast):
+
+- official: ``segment_anything_hq.SamAutomaticMaskGenerator`` (official defaults);
+- ours exact: :class:`napari_hq_sam.automatic.AutomaticMaskGenerator`, same
+  parameters; its masks are compared with the official ones;
+- ours seeded: :func:`napari_hq_sam.engine.everything.segment_everything` with
+  ``seeds=ImageSeeds()`` (diameter estimated, seeds found, same filters).
+
+Every time includes the encoder, as a user waits for it. The three run in turn in
+each round (official, exact, seeded), so that load from other processes on a
+shared machine hits them alike; times are medians over rounds. With random
+weights no grid point passes the official predicted-IoU threshold (0.88), so at
+the defaults the decoders' mask heads never run for either mode of ours; the
+``--all-masks-side`` rows switch the IoU and stability filters off so that every
+candidate's mask is computed (the official code computes every mask in both
+cases).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -20,42 +38,139 @@ import torch
 
 from napari_hq_sam import build_hq_sam
 from napari_hq_sam.automatic import AutoMaskConfig, AutomaticMaskGenerator
+from napari_hq_sam.engine.everything import segment_everything
+from napari_hq_sam.engine.seeds import ImageSeeds
+from napari_hq_sam.predictor import HQSamPredictor
 from napari_hq_sam.testing import write_random_checkpoint
 
 IMAGE = Path(__file__).resolve().parents[1] / "src/napari_hq_sam/_sample_data/nuclei2d_image.tif"
 
 
 def to_rgb(image: np.ndarray) -> np.ndarray:
+    """uint8 (H, W, 3) from a grey image, 1-99.8 percentile contrast."""
     lo, hi = np.percentile(image, [1, 99.8])
     u8 = (np.clip((image.astype(float) - lo) / (hi - lo), 0, 1) * 255).astype(np.uint8)
     return np.repeat(u8[..., None], 3, axis=-1)
 
 
+def official_model(checkpoint: Path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from segment_anything_hq import sam_model_registry
+        return sam_model_registry["vit_tiny"](checkpoint=str(checkpoint)).eval()
+
+
+def timed(fn):
+    """(result, wall seconds)."""
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def agreement(official: list[dict], ours) -> str:
+    """How the exact masks compare with the official ones (matched by prompt point)."""
+    official = [r for r in official if r["area"] > 0]
+    if len(official) != len(ours):
+        return f"{len(ours)} masks vs {len(official)} official: NOT the same set"
+    if not len(ours):
+        return "no mask kept by either (the same empty set)"
+    by_point = {tuple(np.round(r["point_coords"][0], 3)): r for r in official}
+    agree = [(ours.mask(i) == by_point[tuple(np.round(ours.points[i], 3))][
+        "segmentation"]).mean() for i in range(len(ours))]
+    return f"{len(ours)} masks, the same points, pixels agreeing >= {min(agree):.5f}"
+
+
+def run_modes(label, rounds, image, rgb, ckpt, config, official_params):
+    """Time the three modes in turn; returns medians and what each found."""
+    from segment_anything_hq import SamAutomaticMaskGenerator
+
+    ref_model = official_model(ckpt)
+    model = build_hq_sam("vit_tiny", ckpt)
+    times = {"official": [], "exact": [], "seeded": []}
+    for r in range(rounds):
+        official_masks, t = timed(lambda: SamAutomaticMaskGenerator(
+            ref_model, **official_params).generate(rgb))
+        times["official"].append(t)
+        ours, t = timed(lambda: AutomaticMaskGenerator(model, config).generate(rgb))
+        times["exact"].append(t)
+        seeded, t = timed(lambda: segment_everything(model, image, config,
+                                                     seeds=ImageSeeds()))
+        times["seeded"].append(t)
+        print(f"{label} round {r + 1}: " + ", ".join(
+            f"{k} {v[-1]:.1f} s" for k, v in times.items())
+            + f" (load {os.getloadavg()[0]:.1f})", flush=True)
+    return ({k: statistics.median(v) for k, v in times.items()},
+            official_masks, ours, seeded)
+
+
+def encoder_times(rgb, ckpt, rounds: int) -> tuple[float, float]:
+    """Median wall time of each implementation's encoder (alternating)."""
+    from segment_anything_hq import SamPredictor
+
+    ref, ours = SamPredictor(official_model(ckpt)), HQSamPredictor(build_hq_sam("vit_tiny",
+                                                                                 ckpt))
+    a, b = [], []
+    for _ in range(max(rounds, 2)):
+        a.append(timed(lambda: ref.set_image(rgb))[1])
+        b.append(timed(lambda: ours.set_image(rgb))[1])
+    return statistics.median(a), statistics.median(b)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("models", nargs="+")
-    parser.add_argument("--device", default="cpu")
     parser.add_argument("--points-per-side", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--all-masks-side", type=int, default=16,
+                        help="grid side of the rows with the filters off (0: skip them)")
     args = parser.parse_args()
-    rgb = to_rgb(tifffile.imread(IMAGE))
-    print(f"image {rgb.shape}, torch threads {torch.get_num_threads()}, "
-          f"load average {os.getloadavg()[0]:.1f}")
+    image = tifffile.imread(IMAGE)
+    rgb = to_rgb(image)
+    start = time.perf_counter()
+    print(f"image {rgb.shape}, torch {torch.__version__} threads {torch.get_num_threads()}, "
+          f"load average {os.getloadavg()[0]:.1f}", flush=True)
+    gray_seeds, seed_seconds = timed(lambda: ImageSeeds().seeds(rgb))
+    seeds, diameter = gray_seeds
+    print(f"seeds: {len(seeds)}, estimated diameter {diameter:.1f} px, found in "
+          f"{seed_seconds:.2f} s", flush=True)
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for model_type in args.models:
-            ckpt = write_random_checkpoint(Path(tmp) / f"{model_type}.pth", model_type)
-            model = build_hq_sam(model_type, ckpt, device=args.device)
-            gen = AutomaticMaskGenerator(model, AutoMaskConfig(
-                points_per_side=args.points_per_side))
-            t0, c0 = time.perf_counter(), time.process_time()
-            gen.predictor.set_image(rgb)
-            embedding = gen.predictor.get_image_embedding()
-            t1, c1 = time.perf_counter(), time.process_time()
-            masks = gen.generate(rgb, embedding=embedding)
-            t2, c2 = time.perf_counter(), time.process_time()
-            print(f"{model_type}: encoder {t1 - t0:.1f} s (CPU {c1 - c0:.1f} s), decoding + "
-                  f"filtering {args.points_per_side ** 2} points {t2 - t1:.1f} s (CPU "
-                  f"{c2 - c1:.1f} s), total {t2 - t0:.1f} s per slice, {len(masks)} masks "
-                  f"kept, load average {os.getloadavg()[0]:.1f}", flush=True)
+        ckpt = write_random_checkpoint(Path(tmp) / "sam_hq_vit_tiny.pth", "vit_tiny")
+        enc_official, enc_ours = encoder_times(rgb, ckpt, args.rounds)
+        print(f"encoder: official {enc_official:.2f} s, ours {enc_ours:.2f} s", flush=True)
+        cases = [("defaults", args.points_per_side, {})]
+        if args.all_masks_side:
+            cases.append(("filters off", args.all_masks_side,
+                          dict(pred_iou_thresh=0.0, stability_score_thresh=0.0)))
+        for label, side, filters in cases:
+            config = AutoMaskConfig(points_per_side=side, **filters)
+            params = dict(points_per_side=side, **filters)
+            med, official_masks, ours, seeded = run_modes(label, args.rounds, image, rgb,
+                                                          ckpt, config, params)
+            n = side * side
+            per = {"official": (med["official"] - enc_official) / n,
+                   "exact": (med["exact"] - enc_ours) / n,
+                   "seeded": (med["seeded"] - enc_ours) / max(len(seeds), 1)}
+            rows.append((label, side, med, per, len(official_masks), len(ours),
+                         seeded.objects, agreement(official_masks, ours)))
+    print()
+    print("| filters | grid | mode | per slice (encoder included) | per point / seed "
+          "(decoder + filters) | vs official | vs exact | objects |")
+    print("|---|---|---|---|---|---|---|---|")
+    for label, side, med, per, n_off, n_ours, n_seeded, _ in rows:
+        o, e, s = med["official"], med["exact"], med["seeded"]
+        print(f"| {label} | {side}x{side} | official | {o:.1f} s | {1e3 * per['official']:.0f} ms"
+              f" | 1x | | {n_off} |")
+        print(f"| {label} | {side}x{side} | ours exact | {e:.1f} s | {1e3 * per['exact']:.0f} ms"
+              f" | {o / e:.1f}x | 1x | {n_ours} |")
+        print(f"| {label} | {len(seeds)} seeds | ours seeded | {s:.1f} s | "
+              f"{1e3 * per['seeded']:.0f} ms | {o / s:.1f}x | {e / s:.1f}x | {n_seeded} |")
+    print()
+    for label, side, *_, agree in rows:
+        print(f"- exact vs official, {label} ({side}x{side}): {agree}")
+    print(f"- encoder alone: official {enc_official:.2f} s, ours {enc_ours:.2f} s; seeds "
+          f"({len(seeds)}, estimated diameter {diameter:.1f} px) found in {seed_seconds:.2f} s")
+    print(f"- {args.rounds} round(s), modes in turn; load average at the end "
+          f"{os.getloadavg()[0]:.1f}; {time.perf_counter() - start:.0f} s in all")
 
 
 if __name__ == "__main__":

@@ -302,11 +302,9 @@ class AutomaticMaskGenerator:
         never computed. The others go through the official filters unchanged.
         """
         predictor, c, decoder = self.predictor, self.config, self._decoder
-        tokens = decoder.tokens(in_points, in_labels, multimask_output=c.multimask_output)
-        keep = torch.arange(len(tokens), device=tokens.scores.device)
-        if c.pred_iou_thresh > 0.0:
-            keep = keep[tokens.scores > c.pred_iou_thresh]
-        tokens = tokens.select(keep)
+        tokens = decoder.tokens(in_points, in_labels, multimask_output=c.multimask_output,
+                                min_score=c.pred_iou_thresh if c.pred_iou_thresh > 0 else None)
+        keep = tokens.index
         low_res = decoder.masks(tokens, hq_token_only=c.hq_token_only)
         logits = predictor.model.postprocess_masks(low_res, predictor.input_size,
                                                    predictor.original_size)

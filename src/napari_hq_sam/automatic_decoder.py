@@ -57,17 +57,21 @@ class TokenOutputs:
         (B, 5, 256) transformer outputs of SAM's four mask tokens and the HQ token.
     image_tokens : torch.Tensor
         (B, 4096, 256) the transformer's image tokens, needed for the masks.
+    index : torch.Tensor
+        (B,) int64 position of each prompt in the batch given to
+        :meth:`StagedDecoder.tokens`.
     """
 
     scores: torch.Tensor
     token: torch.Tensor
     mask_tokens: torch.Tensor
     image_tokens: torch.Tensor
+    index: torch.Tensor
 
-    def select(self, keep: torch.Tensor) -> TokenOutputs:
-        """The outputs of the prompts ``keep`` (bool (B,) or int indices)."""
+    def select(self, keep) -> TokenOutputs:
+        """The outputs of the prompts ``keep`` (bool (B,), int indices or a slice)."""
         return TokenOutputs(self.scores[keep], self.token[keep], self.mask_tokens[keep],
-                            self.image_tokens[keep])
+                            self.image_tokens[keep], self.index[keep])
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -114,8 +118,11 @@ def _image_to_token_residual(attention, image_q: torch.Tensor, keys: torch.Tenso
     probs = torch.softmax(scores.view(b, heads, t, -1), dim=2).view(b, heads * t, -1)
     value_out = torch.einsum("bthc,ohc->bhto", v_heads,
                              attention.out_proj.weight.view(-1, heads, c))
-    base = (keys + attention.out_proj.bias).expand(b, -1, -1)
-    return torch.baddbmm(base, probs.transpose(1, 2), value_out.reshape(b, heads * t, -1))
+    # each head's probabilities sum to 1 over the T tokens, so the output bias is
+    # the sum over heads of bias / heads: it rides on the values, not on N rows
+    value_out = value_out + attention.out_proj.bias / heads
+    return torch.baddbmm(keys.expand(b, -1, -1), probs.transpose(1, 2),
+                         value_out.reshape(b, heads * t, -1))
 
 
 def _norm(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
@@ -155,8 +162,8 @@ class StagedDecoder:
 
     @torch.no_grad()
     def tokens(self, point_coords: torch.Tensor | None, point_labels: torch.Tensor | None,
-               boxes: torch.Tensor | None = None, multimask_output: bool = True
-               ) -> TokenOutputs:
+               boxes: torch.Tensor | None = None, multimask_output: bool = True,
+               min_score: float | None = None) -> TokenOutputs:
         """Transformer and IoU head for B prompts.
 
         Parameters
@@ -169,18 +176,35 @@ class StagedDecoder:
             (B, 4) XYXY boxes in the 1024 input frame.
         multimask_output : bool
             Choose SAM's mask token among 1-3 by predicted IoU (True) or take token 0.
+        min_score : float, optional
+            Return only the prompts whose predicted IoU is above this (the image
+            tokens of the others are dropped as soon as their score is known).
 
         Returns
         -------
         TokenOutputs
+            Of every prompt, or of those above ``min_score``; ``index`` says which.
         """
         points = None if point_coords is None else (point_coords, point_labels)
         sparse, _ = self.model.prompt_encoder(points=points, boxes=boxes, masks=None)
+        parts = []
         with true_fp32(self.device):
-            parts = [self._transformer(sparse[i:i + self.chunk])
-                     for i in range(0, len(sparse), self.chunk)]
-        queries = torch.cat([p[0] for p in parts])
-        image_tokens = torch.cat([p[1] for p in parts]) if len(parts) > 1 else parts[0][1]
+            for start in range(0, len(sparse), self.chunk):
+                queries, image_tokens = self._transformer(sparse[start:start + self.chunk])
+                part = self._scores(queries, image_tokens, multimask_output)
+                part.index = part.index + start
+                if min_score is not None:
+                    part = part.select(part.scores > min_score)
+                parts.append(part)
+        if len(parts) == 1:
+            return parts[0]
+        return TokenOutputs(*(torch.cat([getattr(p, name) for p in parts])
+                              for name in ("scores", "token", "mask_tokens", "image_tokens",
+                                           "index")))
+
+    def _scores(self, queries: torch.Tensor, image_tokens: torch.Tensor,
+                multimask_output: bool) -> TokenOutputs:
+        """IoU head and the choice of SAM's mask token, as ``MaskDecoderHQ.forward``."""
         decoder = self.decoder
         iou = decoder.iou_prediction_head(queries[:, 0])
         if multimask_output:
@@ -190,7 +214,8 @@ class StagedDecoder:
             scores, token = iou[:, 0], torch.zeros(len(iou), dtype=torch.int64,
                                                    device=iou.device)
         n_mask = decoder.num_mask_tokens
-        return TokenOutputs(scores, token, queries[:, 1:2 + n_mask], image_tokens)
+        index = torch.arange(len(iou), device=iou.device)
+        return TokenOutputs(scores, token, queries[:, 1:2 + n_mask], image_tokens, index)
 
     @torch.no_grad()
     def masks(self, outputs: TokenOutputs, hq_token_only: bool = False,

@@ -159,12 +159,9 @@ class SeededMaskGenerator:
             xyxy = np.clip(xyxy, 0, [size[1] - 1, size[0] - 1] * 2)
             boxes = torch.as_tensor(predictor.transform.apply_boxes(xyxy, size),
                                     dtype=torch.float, device=device)
-        tokens = decoder.tokens(coords, labels, boxes, multimask_output=c.multimask_output)
-        keep = torch.arange(len(tokens), device=tokens.scores.device)
-        if c.pred_iou_thresh > 0.0:
-            keep = keep[tokens.scores > c.pred_iou_thresh]
-        tokens = tokens.select(keep)
-        kept_seeds = seeds[keep.cpu().numpy()]
+        tokens = decoder.tokens(coords, labels, boxes, multimask_output=c.multimask_output,
+                                min_score=c.pred_iou_thresh if c.pred_iou_thresh > 0 else None)
+        kept_seeds = seeds[tokens.index.cpu().numpy()]
         low_res = self._low_res(decoder, tokens, kept_seeds, diameter)
         logits = predictor.model.postprocess_masks(low_res, predictor.input_size, size)
         return MaskData(masks=logits[:, 0], iou_preds=tokens.scores,
