@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tile_oracle import OracleSegmenter, disk, ids_as_rgb
 
 from napari_hq_sam.engine.labels import paste_masks
 from napari_hq_sam.engine.prompts import ObjectPrompt
-from napari_hq_sam.engine.segmenter import SliceSegmenter
 from napari_hq_sam.engine.tiled import ArraySource, decode_tiled
 from napari_hq_sam.engine.tiles import Extent, Tiling, Window
 from napari_hq_sam.errors import InputError
@@ -71,42 +71,6 @@ def test_route_of_a_box_longer_than_a_tile_fits_the_box_and_its_halo():
 def test_bad_tilings_are_refused(tile, halo):
     with pytest.raises(InputError, match="tile|halo"):
         Tiling(tile=tile, halo=halo)
-
-
-# -- the oracle -----------------------------------------------------------------------------
-def ids_as_rgb(ids: np.ndarray) -> np.ndarray:
-    """Object ids written into an uint8 RGB image (R low byte, G high byte)."""
-    return np.stack([ids % 256, ids // 256, np.zeros_like(ids)], -1).astype(np.uint8)
-
-
-class OracleSegmenter:
-    """Decodes a prompt as the ground-truth object under it, seen through the window."""
-
-    def __init__(self):
-        self.windows_embedded = 0
-
-    def embeddings(self, images):
-        self.windows_embedded += len(images)
-        return [im[..., 0].astype(int) + 256 * im[..., 1].astype(int) for im in images]
-
-    def set_embedding(self, embedding):
-        self.current = embedding
-
-    def decode(self, prompt):
-        if prompt.points is not None:
-            x, y = prompt.points[0]
-        else:
-            x, y = (prompt.box[0] + prompt.box[2]) / 2, (prompt.box[1] + prompt.box[3]) / 2
-        obj = self.current[int(round(y)), int(round(x))]
-        return self.current == obj, 0.9, np.zeros((1, 256, 256), np.float32)
-
-    segment = SliceSegmenter.segment
-    _segment_tiled = SliceSegmenter._segment_tiled
-
-
-def disk(shape, centre, radius):
-    yy, xx = np.mgrid[:shape[0], :shape[1]]
-    return (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 <= radius ** 2
 
 
 def test_an_object_across_a_tile_corner_is_one_whole_mask():

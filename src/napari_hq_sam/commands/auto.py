@@ -9,6 +9,7 @@ from ._common import (
     check_model_inputs,
     model_spec,
     run_inputs,
+    tiling_from_args,
 )
 from ._image_sets import add_image_set_options, run_image_set
 from ._options import (
@@ -20,6 +21,7 @@ from ._options import (
     add_output_options,
     add_precision_option,
     add_quiet_option,
+    add_tiling_options,
     non_negative_int,
     positive_float,
     positive_int,
@@ -91,6 +93,7 @@ def register(subparsers) -> None:
     p.add_argument("--stitch-iou", type=unit_interval, default=0.5,
                    help="minimum mask IoU to join objects of neighbouring slices (default 0.5)")
     add_layout_options(p)
+    add_tiling_options(p)
     add_image_set_options(p)
     add_quiet_option(p)
     p.set_defaults(func=run)
@@ -139,8 +142,10 @@ def segment_image(args, model_checked: bool = False):
                  "every slice in memory: crop or downsample the image, or use a machine with "
                  "more memory.")
     limits = args.contrast_limits or io.pyramid_contrast_limits(args.image, layout)
+    tiling = tiling_from_args(args)
     check_memory(image, layout, limits, labels=in_memory,
-                 labels_copies=2 if args.stitch else 1, remote=bool(args.scheduler))
+                 labels_copies=2 if args.stitch else 1, remote=bool(args.scheduler),
+                 tile=tiling.tile if tiling and tiling.applies(layout.spatial_shape) else None)
     io.check_output_space(out, layout.labels_shape, LABELS_DTYPE)
     seeds = seeds_from_args(args, layout)
     if not model_checked:
@@ -219,7 +224,7 @@ def _segment(args, image, layout, config, limits=None, seeds=None):
         bar.update(done - bar.n)
 
     common = dict(layout=layout, contrast_limits=limits, stitch=args.stitch,
-                  stitch_iou=args.stitch_iou, progress=progress)
+                  stitch_iou=args.stitch_iou, tiling=tiling_from_args(args), progress=progress)
     try:
         if args.workers or args.scheduler:
             import logging

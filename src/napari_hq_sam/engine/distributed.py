@@ -256,13 +256,14 @@ def segment_everything_distributed(
         scheduler: str | None = None, n_workers: int | None = None, processes: bool = True,
         layout: ImageLayout | None = None, contrast_limits: tuple[float, float] | None = None,
         slices: Sequence[tuple[int, ...]] | None = None, stitch: bool = False,
-        stitch_iou: float = 0.5, progress: Progress | None = None,
+        stitch_iou: float = 0.5, tiling: Tiling | None = DEFAULT_TILING,
+        progress: Progress | None = None,
         should_stop: ShouldStop | None = None, **layout_kwargs) -> StackResult:
     """:func:`~.everything.segment_everything` with one Dask task per slice.
 
     Parameters
     ----------
-    image, config, layout, contrast_limits, slices, stitch, stitch_iou
+    image, config, layout, contrast_limits, slices, stitch, stitch_iou, tiling
         As in :func:`~.everything.segment_everything`.
     spec : ModelSpec
         How each worker loads the model (``spec.cache_dir``: shared disk cache).
@@ -278,7 +279,7 @@ def segment_everything_distributed(
     plan = plan_slices(image, layout=layout, contrast_limits=contrast_limits, slices=slices,
                        **layout_kwargs)
     result = run_slices_distributed(
-        EverythingJob(config or AutoMaskConfig()), image, plan, spec,
+        EverythingJob(config or AutoMaskConfig(), tiling), image, plan, spec,
         empty_run(plan.layout.labels_shape), client=client, scheduler=scheduler,
         n_workers=n_workers, processes=processes, progress=progress, should_stop=should_stop)
     finish_everything(result, stitch, stitch_iou)

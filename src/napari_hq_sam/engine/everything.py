@@ -24,11 +24,13 @@ from ..automatic import AutoMaskConfig, AutomaticMaskGenerator
 from ..automatic_seeded import SeededMaskGenerator
 from ..errors import InputError
 from .cache import EmbeddingCache
+from .everything_tiled import segment_everything_tiled
 from .image import ImageLayout
 from .labels import LABELS_DTYPE, offset_labels, relabel_consecutive, stitch_slices
 from .runner import Progress, ShouldStop, StackResult, plan_slices, run_slices
 from .seeds import GivenSeeds, ImageSeeds
 from .segmenter import SliceSegmenter
+from .tiles import DEFAULT_TILING, Tiling
 
 # progress steps of a seeded slice (its number of seeds is known only once it runs)
 SEEDED_STEPS = 10
@@ -42,9 +44,13 @@ class EverythingJob:
     ----------
     config : AutoMaskConfig
         Generator parameters.
+    tiling : Tiling or None
+        Slices longer than a tile are segmented tile by tile at native resolution and
+        merged without seams (:mod:`.everything_tiled`); None resizes them whole.
     """
 
     config: AutoMaskConfig
+    tiling: Tiling | None = None
 
     @property
     def steps(self) -> int:
@@ -53,6 +59,14 @@ class EverythingJob:
 
     def segment(self, segmenter, index, image, embedding, step, should_stop) -> np.ndarray:
         """``(H, W)`` uint32 labels of one slice, ids ``1..n``."""
+        if embedding is None:  # a tiled slice: ``image`` reads windows
+            return segment_everything_tiled(self, segmenter, index, image, self.tiling,
+                                            step, should_stop)
+        return self.segment_image(segmenter, index, image, embedding, step, should_stop)
+
+    def segment_image(self, segmenter, index, image, embedding, step, should_stop
+                      ) -> np.ndarray:
+        """``(H, W)`` uint32 labels of one image seen whole by the model, ids ``1..n``."""
         generator = AutomaticMaskGenerator(segmenter.predictor, self.config)
         report = None if step is None else (lambda done, _total: step(done))
         return generator.generate(image, embedding, should_stop, progress=report).to_labels()
@@ -85,8 +99,9 @@ class SeededJob(EverythingJob):
         """Progress steps per slice."""
         return SEEDED_STEPS
 
-    def segment(self, segmenter, index, image, embedding, step, should_stop) -> np.ndarray:
-        """``(H, W)`` uint32 labels of one slice, one id per kept seed, ids ``1..n``."""
+    def segment_image(self, segmenter, index, image, embedding, step, should_stop
+                      ) -> np.ndarray:
+        """``(H, W)`` uint32 labels of one image, one id per kept seed, ids ``1..n``."""
         if isinstance(self.seeds, GivenSeeds):
             seeds, diameter = self.seeds.seeds(image, index)
         else:
@@ -116,6 +131,7 @@ def segment_everything(model, image, config: AutoMaskConfig | None = None, *,
                        batch_size: int | None = None, progress: Progress | None = None,
                        should_stop: ShouldStop | None = None,
                        seeds: ImageSeeds | GivenSeeds | None = None, seed_box: bool = False,
+                       tiling: Tiling | None = DEFAULT_TILING,
                        **layout_kwargs) -> StackResult:
     """Automatic masks for every (or some) 2D slice of an image.
 
@@ -158,6 +174,10 @@ def segment_everything(model, image, config: AutoMaskConfig | None = None, *,
         takes them per slice index (e.g. from a points file).
     seed_box : bool
         With seeds: decode each with a box of the expected diameter as well.
+    tiling : Tiling or None
+        Slices longer than ``tiling.tile`` on a side are segmented tile by tile at
+        native resolution, objects merged across tiles with one id each
+        (:mod:`.everything_tiled`); None resizes every slice to the model input.
 
     Returns
     -------
@@ -173,7 +193,8 @@ def segment_everything(model, image, config: AutoMaskConfig | None = None, *,
         if model is None:
             raise InputError("segment_everything needs a model or a segmenter.")
         segmenter = SliceSegmenter(model, cache=cache)
-    job = EverythingJob(config) if seeds is None else SeededJob(config, seeds, seed_box)
+    job = (EverythingJob(config, tiling) if seeds is None
+           else SeededJob(config, tiling, seeds=seeds, box=seed_box))
     result = run_slices(job, image, plan, segmenter,
                         empty_run(plan.layout.labels_shape), batch_size=batch_size,
                         progress=progress, should_stop=should_stop)

@@ -5,10 +5,10 @@ read at native resolution from a :class:`SliceSource`, so only the tiles that
 prompts touch are read and embedded. When an object's mask reaches an edge of its
 window that lies inside the slice, the object continues past what the model saw:
 it is decoded again in a window routed from its prompts plus the mask found, grown
-by the halo (at most twice; each time the window grows by at most two halos per
-side, and one longer than a tile is seen downscaled). Every object thus comes from a
-single decode in a single window: one id, no seams, at native resolution where it
-fits in a tile.
+past each cut side by half the window (at least the halo), at most twice and at
+most four tiles wide (a window longer than a tile is seen downscaled). Every
+object thus comes from a single decode in a single window: one id, no seams, at
+native resolution where it fits in a tile.
 
 Masks come back cropped to their bounding box with the crop's origin in the slice
 (:class:`~.segmenter.SliceResult` ``origins``), so a 20000 x 20000 slice never holds
@@ -31,6 +31,8 @@ from .tiles import Extent, Tiling, Window
 WINDOWS_PER_CALL = 8
 #: how many times an object cut by its window's edge is decoded again in a wider window
 MAX_MOVES = 2
+#: the widest window an object is moved to, in tiles per side (seen downscaled)
+MAX_WINDOW_TILES = 4
 
 
 class SliceSource:
@@ -181,13 +183,40 @@ def decode_tiled(segmenter, source, prompts: Sequence[ObjectPrompt], tiling: Til
         embeddings = dict(zip(chunk, segmenter.embeddings([source.read(w) for w in chunk])))
         for k in order:
             if first[k] in embeddings:
-                out[k] = _decode_object(segmenter, source, prompts[k], first[k],
+                out[k] = decode_object(segmenter, source, prompts[k], first[k],
                                         embeddings[first[k]], tiling)
     return out
 
 
-def _decode_object(segmenter, source, prompt: ObjectPrompt, window: Window, embedding,
-                   tiling: Tiling) -> PlacedMask:
+def _beyond_cuts(mask: np.ndarray, window: Window, shape: tuple[int, int], extent: Extent,
+                 tiling: Tiling) -> Extent:
+    """Where to look for an object cut by ``window``: prompts and mask, grown past each cut.
+
+    Each cut side grows by half the window's length along it (at least the halo), so
+    an object longer than a tile is seen whole after a few moves; the result is kept
+    within :data:`MAX_WINDOW_TILES` tiles of the prompts' centre.
+    """
+    origin, crop = crop_to_mask(mask, window)
+    found = extent.union(Extent(origin[0], origin[1], origin[0] + crop.shape[0] - 1,
+                                origin[1] + crop.shape[1] - 1))
+    top, left, bottom, right = window.inner_edges(shape)
+    grow_y, grow_x = (max(tiling.halo, n // 2) for n in window.shape)
+    y0 = found.y0 - grow_y if top and mask[0].any() else found.y0
+    y1 = found.y1 + grow_y if bottom and mask[-1].any() else found.y1
+    x0 = found.x0 - grow_x if left and mask[:, 0].any() else found.x0
+    x1 = found.x1 + grow_x if right and mask[:, -1].any() else found.x1
+    reach = MAX_WINDOW_TILES * tiling.tile / 2 - tiling.halo
+    cy, cx = (extent.y0 + extent.y1) / 2, (extent.x0 + extent.x1) / 2
+    return Extent(max(y0, cy - reach), max(x0, cx - reach),
+                  min(y1, cy + reach), min(x1, cx + reach))
+
+
+def decode_object(segmenter, source, prompt: ObjectPrompt, window: Window, embedding,
+                  tiling: Tiling) -> PlacedMask:
+    """One object decoded in ``window`` (``embedding`` its), moved wider while cut (module doc).
+
+    ``prompt`` is in slice pixels. Leaves the segmenter on the last window it used.
+    """
     shape = source.shape
     extent = prompt_extent(prompt)
     for move in range(MAX_MOVES + 1):
@@ -195,10 +224,7 @@ def _decode_object(segmenter, source, prompt: ObjectPrompt, window: Window, embe
         mask, score, low_res = segmenter.decode(in_window(prompt, window))
         if move == MAX_MOVES or not cut_by_window(mask, window, shape):
             break
-        origin, crop = crop_to_mask(mask, window)
-        found = Extent(origin[0], origin[1], origin[0] + crop.shape[0] - 1,
-                       origin[1] + crop.shape[1] - 1)
-        wider = tiling.route(shape, extent.union(found).grown(tiling.halo))
+        wider = tiling.route(shape, _beyond_cuts(mask, window, shape, extent, tiling))
         if wider == window:
             break
         window = wider
