@@ -102,6 +102,21 @@ def test_seeds_from_labels_lie_inside_their_objects():
     assert seeds[1, 1] in (9.0, 10.0) and 29 <= seeds[1, 0] <= 39
 
 
+def test_seeds_from_the_previous_slice():
+    labels = np.zeros((3, 20, 20), np.uint16)
+    labels[0, 2:8, 2:8] = 1
+    labels[0, 12:18, 10:16] = 2
+    labels[2, 5:9, 5:9] = 4
+    given = GivenSeeds.from_labels(labels)
+    assert set(given.points) == {(1,)}        # slice 0 has no previous, slice 1 is empty
+    xy, _ = given.seeds(None, (1,))
+    assert labels[0][xy[:, 1].astype(int), xy[:, 0].astype(int)].tolist() == [1, 2]
+    same = GivenSeeds.from_labels(labels, shift=0)
+    assert set(same.points) == {(0,), (2,)}
+    with pytest.raises(InputError, match="slice axis"):
+        GivenSeeds.from_labels(labels[0])
+
+
 def test_seeds_from_table_per_slice():
     rows = np.array([[0, 10.2, 20.0], [0, 5, 6], [2, 7, 8], [2, 1, 1]])
     seeds = seeds_from_table(rows, np.array([1, 1, 1, 0]), n_leading=1)

@@ -12,8 +12,9 @@ does the work of a 32 x 32 grid. Seeds come from
   Otsu's threshold of the smoothed slice;
 - a points file or a napari Points layer (:func:`seeds_from_table`), one seed per
   positive point;
-- the objects of a labels image, e.g. the previous slice's result
-  (:func:`seeds_from_labels`): each object's most interior pixel.
+- the objects of a labels image (:func:`seeds_from_labels`): each object's most
+  interior pixel; :meth:`GivenSeeds.from_labels` seeds each slice of a stack from
+  the previous slice's objects.
 
 Seeds are ``(N, 2)`` float arrays of ``(X, Y)`` pixels of a 2D slice (SAM's
 convention). Nothing here needs torch; the decoding is
@@ -93,6 +94,33 @@ class GivenSeeds:
 
     points: Mapping = field(default_factory=dict)
     diameter: float | None = None
+
+    @classmethod
+    def from_labels(cls, labels: np.ndarray, shift: int = 1,
+                    diameter: float | None = None) -> GivenSeeds:
+        """Seeds of each slice from the objects of another slice of ``labels``.
+
+        Parameters
+        ----------
+        labels : np.ndarray
+            (..., Z, H, W) labels, e.g. a finished slice's result in a stack.
+        shift : int
+            Slice ``z`` takes the most interior pixel of each object of slice
+            ``z - shift`` along the last leading axis (1: the previous slice's objects;
+            0: the same slice's, to segment them again).
+        diameter : float, optional
+            As :attr:`diameter`.
+        """
+        labels = np.asarray(labels)
+        if labels.ndim < 3:
+            raise InputError(f"seeds from the objects of other slices need labels with a "
+                             f"slice axis, got shape {labels.shape}.")
+        points = {}
+        for index in np.ndindex(*labels.shape[:-2]):
+            source = (*index[:-1], index[-1] - shift)
+            if 0 <= source[-1] < labels.shape[-3] and labels[source].any():
+                points[index] = seeds_from_labels(labels[source])[0]
+        return cls(points, diameter)
 
     def seeds(self, gray: np.ndarray, index: tuple = ()) -> tuple[np.ndarray, float | None]:
         """``(seeds (N, 2) XY, diameter)`` of slice ``index``."""
