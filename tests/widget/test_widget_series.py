@@ -46,7 +46,7 @@ def test_stepping_saves_and_loads_labels_per_image(make_napari_viewer, folder, n
     viewer = make_napari_viewer()
     series = dock_series(viewer, folder)
     asked = []
-    series.confirm_overwrite = lambda path: asked.append(path) or False
+    series.confirm_overwrite = lambda path: asked.append(path) or "cancel"
     series.open_button.click()
     out = folder.parent / "plates_labels"
     assert series.out_edit.text() == str(out)
@@ -82,18 +82,22 @@ def test_a_file_not_written_by_the_series_is_replaced_only_when_confirmed(
         make_napari_viewer, folder):
     viewer = make_napari_viewer()
     series = dock_series(viewer, folder)
-    answers, asked = [False, True], []
+    answers, asked = ["cancel", "cancel", "replace"], []
     series.confirm_overwrite = lambda path: asked.append(path.name) or answers.pop(0)
     series.open_button.click()
     out = folder.parent / "plates_labels"
     viewer.layers["HQ-SAM labels"].data[0:5, 0:5] = 1
     foreign = np.full((SIDE, SIDE), 9, np.uint16)
     tifffile.imwrite(out / "img_1.tif", foreign)  # another program wrote it meanwhile
-    series.save_button.click()  # refused
+    series.save_button.click()  # not replaced
     assert asked == ["img_1.tif"]
     np.testing.assert_array_equal(tifffile.imread(out / "img_1.tif"), foreign)
-    series.next_button.click()  # asked again, confirmed
-    assert asked == ["img_1.tif", "img_1.tif"]
+    series.next_button.click()  # cancelled: the user stays on the image and its labels
+    assert series.position_label.text() == "1 / 3: img_1" and "img_1" in viewer.layers
+    assert series.status.text() == "Stayed on img_1: its labels are not saved (img_1.tif exists)."
+    np.testing.assert_array_equal(tifffile.imread(out / "img_1.tif"), foreign)
+    series.next_button.click()  # asked again, replaced
+    assert asked == ["img_1.tif"] * 3 and series.position_label.text() == "2 / 3: img_2"
     written = tifffile.imread(out / "img_1.tif")
     assert written[0:5, 0:5].tolist() == [[1] * 5] * 5 and written.sum() == 25
 
@@ -105,13 +109,15 @@ def test_a_labels_file_of_another_shape_is_not_loaded_and_not_replaced_silently(
     tifffile.imwrite(out / "img_1.tif", np.ones((10, 10), np.uint16))
     series = dock_series(viewer, folder)
     asked = []
-    series.confirm_overwrite = lambda path: asked.append(path.name) or False
+    series.confirm_overwrite = lambda path: asked.append(path.name) or "keep"
     series.open_button.click()
     assert "labels file img_1.tif was not loaded" in series.status.text()
     assert not viewer.layers["HQ-SAM labels"].data.any()
     viewer.layers["HQ-SAM labels"].data[0, 0] = 2
-    series.next_button.click()
-    assert asked == ["img_1.tif"]
+    series.next_button.click()  # the file is kept, the series moves on
+    assert asked == ["img_1.tif"] and series.position_label.text() == "2 / 3: img_2"
+    assert series.status.text() == ("Kept img_1.tif; the labels in the viewer were not saved. "
+                                    "img_2 (loaded from img_2.tif).")
     assert tifffile.imread(out / "img_1.tif").shape == (10, 10)
 
 

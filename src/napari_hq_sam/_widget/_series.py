@@ -4,7 +4,8 @@ The images are those :func:`~napari_hq_sam.engine.image_sets.list_images` finds 
 CLI's rule for folders: ``.tif``, ``.tiff``, ``.npy``, ``.zarr``, natural name order).
 Image ``NAME`` has its labels in ``OUT/NAME.tif``. A labels file is replaced only when
 it is the one this series read or wrote (same size and modification time as then);
-any other existing file is replaced only after ``confirm(path)`` says yes.
+for any other existing file ``confirm(path)`` decides: :data:`REPLACE` it, :data:`KEEP`
+it (the labels in the viewer are not saved), or :data:`CANCEL` (stay on the image).
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ from ..engine.image_sets import SetImage, list_images
 from ..errors import InputError, OutputError
 
 LABELS_SUFFIX = ".tif"
+# answers of confirm(path) about a labels file the series did not write
+REPLACE, KEEP, CANCEL = "replace", "keep", "cancel"
+# outcomes of ImageSeries.save
+WRITTEN, UNCHANGED = "written", "unchanged"
 
 
 @dataclass(frozen=True)
@@ -110,17 +115,19 @@ class ImageSeries:
         self._remember(path, labels)
         return Opened(member, image, labels, True)
 
-    def save(self, position: int, labels, confirm: Callable[[Path], bool]) -> Path | None:
+    def save(self, position: int, labels, confirm: Callable[[Path], str]) -> str:
         """Write the labels of the image at ``position`` unless there is nothing new.
 
         Nothing is written when no labels file exists and ``labels`` are empty, or when
-        the file already holds these labels. A file this series did not read or
-        write (or that changed since) is replaced only if ``confirm(path)``.
+        the file already holds these labels. For a file this series did not read or
+        write (or that changed since), ``confirm(path)`` answers :data:`REPLACE`,
+        :data:`KEEP` or :data:`CANCEL`.
 
         Returns
         -------
-        Path or None
-            The file written, or None when nothing was.
+        str
+            :data:`WRITTEN`, :data:`UNCHANGED` (nothing to write), or the answer
+            :data:`KEEP` / :data:`CANCEL` (nothing written).
 
         Raises
         ------
@@ -135,12 +142,14 @@ class ImageSeries:
         labels = np.asarray(labels)
         exists = path.exists()
         if not exists and not labels.any():
-            return None
+            return UNCHANGED
         ours = exists and self._known.get(path) == _stamp(path)
         if ours and self._saved.get(path) == _digest(labels):
-            return None
-        if exists and not ours and not confirm(path):
-            return None
+            return UNCHANGED
+        if exists and not ours:
+            answer = confirm(path)
+            if answer != REPLACE:
+                return CANCEL if answer == CANCEL else KEEP
         out = labels.astype(labels_dtype(int(labels.max()) if labels.size else 0), copy=False)
         try:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -149,7 +158,7 @@ class ImageSeries:
                               f"({exc.strerror or exc}): choose another one.") from None
         write_labels(path, out, overwrite=exists)
         self._remember(path, labels)
-        return path
+        return WRITTEN
 
     def _remember(self, path: Path, labels: np.ndarray) -> None:
         self._known[path] = _stamp(path)

@@ -25,7 +25,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import InputError
-from . import _layers
+from . import _layers, _series
 from ._dock import row, scrolling_layout
 from ._series import ImageSeries, default_output
 from ._task_panel import TaskPanel
@@ -44,8 +44,9 @@ class ImageSeriesWidget(QWidget):
     position : int or None
         Index of the image shown.
     confirm_overwrite : callable
-        ``confirm_overwrite(path) -> bool``, asked before replacing a labels file the
-        series did not write (a question box; tests replace it).
+        ``confirm_overwrite(path) -> 'replace' | 'keep' | 'cancel'``, asked before
+        replacing a labels file the series did not write (a question box; tests
+        replace it).
     """
 
     def __init__(self, napari_viewer, parent: QWidget | None = None):
@@ -54,6 +55,7 @@ class ImageSeriesWidget(QWidget):
         self.series: ImageSeries | None = None
         self.position: int | None = None
         self.image_layer = self.labels_layer = None
+        self._left = ""  # what happened to the labels of the image just left, if notable
         self.confirm_overwrite = self._ask_overwrite
         layout = scrolling_layout(self)
         layout.addWidget(self._folder_box())
@@ -160,6 +162,7 @@ class ImageSeriesWidget(QWidget):
         """
         if self.series is None or not 0 <= position < len(self.series):
             return
+        self._left = ""
         if not self._leave():
             return
         try:
@@ -178,25 +181,32 @@ class ImageSeriesWidget(QWidget):
         self._update_buttons()
         source = "loaded from " + self.series.labels_path(position).name if opened.loaded \
             else "new labels"
-        message = f"{opened.member.name} ({source})."
+        message = f"{self._left} {opened.member.name} ({source}).".lstrip()
         if opened.note:
             message += f" Note: {opened.note}"
         self.task_panel.set_status(message)
 
     def _leave(self, stay: bool = False) -> bool:
-        """Save the labels of the image shown; False when that failed (stay on it)."""
+        """Save the labels of the image shown; False to stay on it (failed, or cancelled)."""
         if self.position is None or self.labels_layer not in self.viewer.layers:
             return True
+        path = self.series.labels_path(self.position)
         try:
-            written = self.series.save(self.position, self.labels_layer.data,
+            outcome = self.series.save(self.position, self.labels_layer.data,
                                        self.confirm_overwrite)
         except (ValueError, OSError) as exc:
             self.task_panel.show_error(exc)
             return False
-        if stay:
-            path = self.series.labels_path(self.position)
-            self.task_panel.set_status(f"Saved {written.name}." if written else
-                                       f"Nothing new to save in {path.name}.")
+        if outcome == _series.CANCEL:
+            self.task_panel.set_status(f"Stayed on {self.series.images[self.position].name}: "
+                                       f"its labels are not saved ({path.name} exists).")
+            return False
+        if outcome == _series.KEEP:
+            self._left = f"Kept {path.name}; the labels in the viewer were not saved."
+            self.task_panel.set_status(self._left)
+        elif stay:
+            self.task_panel.set_status(f"Saved {path.name}." if outcome == _series.WRITTEN
+                                       else f"Nothing new to save in {path.name}.")
         return True
 
     # -- layers -----------------------------------------------------------------------------
@@ -240,13 +250,18 @@ class ImageSeriesWidget(QWidget):
                 layer.remove_selected()
             _layers.tie(layer, role, new)
 
-    def _ask_overwrite(self, path: Path) -> bool:
-        answer = QMessageBox.question(
-            self, "Replace labels file?",
-            f"{path} exists and was not written by this series (or changed since).\n"
-            "Replace it with the labels in the viewer?",
-            QMessageBox.Yes | QMessageBox.No, QMessageBox.No)
-        return answer == QMessageBox.Yes
+    def _ask_overwrite(self, path: Path) -> str:
+        box = QMessageBox(QMessageBox.Question, "Replace labels file?",
+                          f"{path} exists and was not written by this series (or changed "
+                          "since). Replace it with the labels in the viewer?", parent=self)
+        replace = box.addButton("Replace", QMessageBox.AcceptRole)
+        keep = box.addButton("Keep the file", QMessageBox.DestructiveRole)
+        box.addButton("Cancel (stay)", QMessageBox.RejectRole)
+        box.setInformativeText("Keep the file: the labels in the viewer are not saved.")
+        box.exec()
+        clicked = box.clickedButton()
+        return (_series.REPLACE if clicked is replace else _series.KEEP if clicked is keep
+                else _series.CANCEL)
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt API)
         """Save the labels of the image shown before the dock goes."""
