@@ -137,10 +137,13 @@ def segment_image(args, model_checked: bool = False):
     image = io.read_image(args.image, args.level)
     layout = describe_layout(image.shape, rgb=args.rgb, channel_axis=args.channel_axis,
                              channel=args.channel, axes=args.axes)
-    # the labels of every slice stay in memory (twice while stitching through z)
-    in_memory = (out, layout.labels_shape, LABELS_DTYPE, "hqsam auto holds the labels of "
-                 "every slice in memory: crop or downsample the image, or use a machine with "
-                 "more memory.")
+    # a .zarr output is written slice by slice; otherwise the labels of every slice stay
+    # in memory (twice while stitching through z)
+    to_zarr = out.suffix.lower() == ".zarr" and not args.stitch
+    in_memory = None if to_zarr else (
+        out, layout.labels_shape, LABELS_DTYPE, "hqsam auto holds the labels of every slice "
+        "in memory for a TIFF output or --stitch: write to a .zarr output (--out NAME.zarr, "
+        "without --stitch), crop or downsample the image, or use a machine with more memory.")
     limits = args.contrast_limits or io.pyramid_contrast_limits(args.image, layout)
     tiling = tiling_from_args(args)
     check_memory(image, layout, limits, labels=in_memory,
@@ -152,9 +155,19 @@ def segment_image(args, model_checked: bool = False):
         check_model_inputs(args)
     config = config_from_args(args)
     start = time.perf_counter()
-    result = _segment(args, image, layout, config, limits, seeds)
-    io.write_labels(out, result.labels, args.overwrite,
-                    scale=io.labels_scale(args.image, layout, args.level))
+    scale = io.labels_scale(args.image, layout, args.level)
+    tmp = io.partial_path(out)
+    try:
+        with io.disk_full_is_output_error(out):
+            labels = (io.create_zarr_labels(tmp, layout.labels_shape, LABELS_DTYPE, scale)
+                      if to_zarr else None)
+            result = _segment(args, image, layout, config, limits, seeds, labels)
+            if to_zarr:
+                io.commit_output(tmp, out, args.overwrite)
+            else:
+                io.write_labels(out, result.labels, args.overwrite, scale=scale)
+    finally:
+        io.remove_partial(tmp)
     return result, out, time.perf_counter() - start
 
 
@@ -210,7 +223,7 @@ def _check_seed_points(path, points: dict, shape) -> None:
                              f"the {h} x {w} image.")
 
 
-def _segment(args, image, layout, config, limits=None, seeds=None):
+def _segment(args, image, layout, config, limits=None, seeds=None, labels=None):
     from tqdm import tqdm
 
     from ..engine.distributed import segment_everything_distributed, worker_segmenter
@@ -224,7 +237,8 @@ def _segment(args, image, layout, config, limits=None, seeds=None):
         bar.update(done - bar.n)
 
     common = dict(layout=layout, contrast_limits=limits, stitch=args.stitch,
-                  stitch_iou=args.stitch_iou, tiling=tiling_from_args(args), progress=progress)
+                  stitch_iou=args.stitch_iou, tiling=tiling_from_args(args), labels=labels,
+                  progress=progress)
     try:
         if args.workers or args.scheduler:
             import logging

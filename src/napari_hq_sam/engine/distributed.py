@@ -25,7 +25,7 @@ from ..automatic import AutoMaskConfig
 from ..errors import HQSamError, InputError
 from ..weights import cached_checkpoint
 from .cache import EmbeddingCache, model_signature
-from .everything import EverythingJob, empty_run, finish_everything
+from .everything import EverythingJob, finish_everything, run_labels
 from .image import ImageLayout
 from .prompts import ObjectPrompt
 from .propagate import propagate_objects
@@ -256,14 +256,14 @@ def segment_everything_distributed(
         scheduler: str | None = None, n_workers: int | None = None, processes: bool = True,
         layout: ImageLayout | None = None, contrast_limits: tuple[float, float] | None = None,
         slices: Sequence[tuple[int, ...]] | None = None, stitch: bool = False,
-        stitch_iou: float = 0.5, tiling: Tiling | None = DEFAULT_TILING,
+        stitch_iou: float = 0.5, tiling: Tiling | None = DEFAULT_TILING, labels=None,
         progress: Progress | None = None,
         should_stop: ShouldStop | None = None, **layout_kwargs) -> StackResult:
     """:func:`~.everything.segment_everything` with one Dask task per slice.
 
     Parameters
     ----------
-    image, config, layout, contrast_limits, slices, stitch, stitch_iou, tiling
+    image, config, layout, contrast_limits, slices, stitch, stitch_iou, tiling, labels
         As in :func:`~.everything.segment_everything`.
     spec : ModelSpec
         How each worker loads the model (``spec.cache_dir``: shared disk cache).
@@ -280,7 +280,7 @@ def segment_everything_distributed(
                        **layout_kwargs)
     result = run_slices_distributed(
         EverythingJob(config or AutoMaskConfig(), tiling), image, plan, spec,
-        empty_run(plan.layout.labels_shape), client=client, scheduler=scheduler,
+        run_labels(plan, labels, stitch), client=client, scheduler=scheduler,
         n_workers=n_workers, processes=processes, progress=progress, should_stop=should_stop)
     finish_everything(result, stitch, stitch_iou)
     result.seconds = time.perf_counter() - start

@@ -116,9 +116,22 @@ class SeededJob(EverythingJob):
         return masks.to_labels()
 
 
-def empty_run(labels_shape: tuple[int, ...]) -> StackResult:
-    """A result with zeroed uint32 labels, ids to be numbered from 1."""
-    return StackResult(np.zeros(labels_shape, dtype=LABELS_DTYPE))
+def empty_run(labels_shape: tuple[int, ...], labels=None) -> StackResult:
+    """A result with zeroed uint32 labels (or ``labels``, checked), ids numbered from 1.
+
+    ``labels`` may be any array of ``labels_shape`` written slice by slice, e.g. a
+    zarr array, so that a stack's labels never need to fit in memory (not with
+    ``stitch``, which relabels the whole stack).
+    """
+    if labels is None:
+        return StackResult(np.zeros(labels_shape, dtype=LABELS_DTYPE))
+    if tuple(labels.shape) != tuple(labels_shape):
+        raise InputError(f"labels of shape {tuple(labels.shape)} do not match the image's "
+                         f"labels shape {tuple(labels_shape)}.")
+    if np.dtype(labels.dtype) != LABELS_DTYPE:
+        raise InputError(f"labels for segment everything must be {LABELS_DTYPE}, got "
+                         f"{labels.dtype}.")
+    return StackResult(labels)
 
 
 def segment_everything(model, image, config: AutoMaskConfig | None = None, *,
@@ -131,7 +144,7 @@ def segment_everything(model, image, config: AutoMaskConfig | None = None, *,
                        batch_size: int | None = None, progress: Progress | None = None,
                        should_stop: ShouldStop | None = None,
                        seeds: ImageSeeds | GivenSeeds | None = None, seed_box: bool = False,
-                       tiling: Tiling | None = DEFAULT_TILING,
+                       tiling: Tiling | None = DEFAULT_TILING, labels=None,
                        **layout_kwargs) -> StackResult:
     """Automatic masks for every (or some) 2D slice of an image.
 
@@ -178,6 +191,10 @@ def segment_everything(model, image, config: AutoMaskConfig | None = None, *,
         Slices longer than ``tiling.tile`` on a side are segmented tile by tile at
         native resolution, objects merged across tiles with one id each
         (:mod:`.everything_tiled`); None resizes every slice to the model input.
+    labels : array-like, optional
+        uint32 array of the labels shape to write each slice into as it finishes
+        (e.g. a zarr array: the stack's labels then never sit in memory); not with
+        ``stitch``. Default a new numpy array.
 
     Returns
     -------
@@ -196,11 +213,19 @@ def segment_everything(model, image, config: AutoMaskConfig | None = None, *,
     job = (EverythingJob(config, tiling) if seeds is None
            else SeededJob(config, tiling, seeds=seeds, box=seed_box))
     result = run_slices(job, image, plan, segmenter,
-                        empty_run(plan.layout.labels_shape), batch_size=batch_size,
+                        run_labels(plan, labels, stitch), batch_size=batch_size,
                         progress=progress, should_stop=should_stop)
     finish_everything(result, stitch, stitch_iou)
     result.seconds = time.perf_counter() - start
     return result
+
+
+def run_labels(plan, labels, stitch: bool) -> StackResult:
+    """The result a run fills: :func:`empty_run`, refusing ``labels`` with ``stitch``."""
+    if labels is not None and stitch:
+        raise InputError("stitching relabels the whole stack in memory: give no labels "
+                         "array with stitch=True.")
+    return empty_run(plan.layout.labels_shape, labels)
 
 
 def finish_everything(result: StackResult, stitch: bool, stitch_iou: float) -> None:
