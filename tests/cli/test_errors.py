@@ -188,6 +188,8 @@ EXPECTED = {
                 "--axes"},
     "auto": {"--model", "--device", "--precision", "--cache", "--scheduler", "--quiet",
              "--axes"},
+    "refine": {"--model", "--device", "--precision", "--cache", "--scheduler", "--quiet",
+               "--axes"},
     "train": {"--model", "--device", "--quiet", "--crop"},
     "evaluate": {"--model", "--device", "--crop"},
 }
