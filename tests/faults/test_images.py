@@ -105,6 +105,13 @@ def _truncated_plain_tiff(folder, stack):
     return path
 
 
+def _header_only_tiff(folder, stack):
+    """A TIFF header and nothing a reader can index: tifffile finds no series at all."""
+    path = folder / "header.tif"
+    path.write_bytes(b"II*\x00 garbage")
+    return path
+
+
 def _truncated_npy(folder, stack):
     path = folder / "scan.npy"
     np.save(path, stack)
@@ -144,7 +151,8 @@ def _garbled_tiled_tiff(folder, stack):
 @pytest.mark.parametrize("command", COMMANDS)
 @pytest.mark.parametrize("damage", [_truncated_zlib_tiff, _truncated_imagej_tiff,
                                     _truncated_plain_tiff, _truncated_npy,
-                                    _truncated_tiled_tiff, _garbled_tiled_tiff])
+                                    _truncated_tiled_tiff, _garbled_tiled_tiff,
+                                    _header_only_tiff])
 def test_damaged_image_is_one_line(command, damage, folder, nuclei3d, tiny_checkpoint):
     image = damage(folder, nuclei3d[9:12])
     line = _refused(_argv(command, image, folder, tiny_checkpoint), folder,

@@ -92,7 +92,7 @@ def read_image(path: str | Path, level: int | None = None):
         raise InputError(f"cannot read image {path}: {exc}") from exc
     except (PermissionError, IsADirectoryError, NotADirectoryError):
         raise  # said as they are: the file is fine, its access is not
-    except (OSError, EOFError, zlib.error, struct.error) as exc:  # a short or garbled file
+    except (OSError, EOFError, IndexError, zlib.error, struct.error) as exc:  # short or garbled
         raise InputError(_damaged_message(path, exc)) from exc
     check_image_dtype(path, image.dtype)
     return image
