@@ -9,8 +9,11 @@ in batches on the slice's embedding:
   the mask is made to look like them: the object's area coverage of each low-resolution
   pixel, as a logit clipped at ``±log((1 - eps) / eps)`` (about ±6.9), so the zero level
   runs along the object's boundary with sub-pixel accuracy instead of the staircase of a
-  thresholded mask; the padding of a non-square frame is 0 (micro-sam reports that SAM
-  reads a padding of confident background badly on the released weights). The box leads
+  thresholded mask (the mask encoder's first layers are a strided convolution and a
+  LayerNorm over 4 channels, so past a few units the magnitude hardly matters: the sign
+  pattern and where it changes do); the padding of a non-square frame is 0 (micro-sam
+  reports that SAM reads a padding of confident background badly on the released
+  weights). The box leads
   and the mask disambiguates which object in the box is meant, as in micro-sam's
   ``segment_from_mask`` (box and mask, no points, by default);
 - optionally its most **interior point** (maximum of the distance transform), a positive
@@ -25,8 +28,8 @@ the object's source mask (a fragment elsewhere in the box is another object). Th
 keeps its source mask, and is listed in :attr:`RefineResult.kept` with its reason, when
 the mask is empty (``"empty"``), its IoU with the source mask is below ``iou_threshold``
 or it does not touch the source at all (``"moved"``: HQ-SAM segmented something else),
-or SAM's predicted IoU is below ``score_threshold`` (``"low score"``; checked before the
-IoU, so a mask that is both is ``"low score"``).
+or SAM's predicted IoU is below ``score_threshold`` (``"low score"``; checked after the
+no-overlap case and before the IoU threshold).
 
 **No overlaps.** Per slice, each pixel goes to one object: an object that kept its
 source mask keeps all of it; otherwise the object whose source mask held the pixel keeps
@@ -89,7 +92,7 @@ class KeptObject:
     reason : str
         ``"empty"``, ``"low score"``, ``"moved"`` or ``"overlapped"`` (see :data:`REASONS`).
     score : float
-        SAM's predicted IoU of the refined mask (NaN when not decoded).
+        SAM's predicted IoU of the refined mask.
     iou : float
         IoU of the refined mask with the source mask (0 for an empty mask).
     """
@@ -101,7 +104,7 @@ class KeptObject:
     iou: float
 
     def describe(self) -> str:
-        """``"object 7 on slice 3: low score (predicted IoU 0.31, IoU 0.82)"``."""
+        """``"object 7 on slice 3: low score (predicted IoU 0.31, IoU with source 0.82)"``."""
         where = f" on slice {', '.join(map(str, self.slice_index))}" if self.slice_index else ""
         return (f"object {self.object_id}{where}: {self.reason} (predicted IoU "
                 f"{self.score:.2f}, IoU with source {self.iou:.2f})")
