@@ -69,6 +69,23 @@ def test_objects_across_tiles_come_out_whole_with_one_id_each():
     assert steps[-1] == 4 and steps == sorted(steps)
 
 
+def test_encoder_runs_beyond_the_grid_are_bounded(monkeypatch):
+    """With no budget left, cut objects keep what their tile saw: pieces, no overlaps."""
+    monkeypatch.setattr("napari_hq_sam.engine.everything_tiled.EXTRA_WINDOWS", 0)
+    ids = scene()
+    tiling = Tiling(tile=256, halo=32)
+    oracle = OracleSegmenter()
+    labels = segment_everything_tiled(OracleEverything(calls=[]), oracle, (),
+                                      ArraySource(ids_as_rgb(ids)), tiling)
+    assert oracle.computed == len(tiling.grid(ids.shape))  # the grid only
+    assert np.array_equal(labels > 0, ids > 0) or (labels[ids == 0] == 0).all()
+    assert len(np.unique(labels[ids == 7])) >= 2  # the long bar: seen in pieces
+    for k in range(1, 7):  # objects no tile cuts are whole, one id each
+        if k in (1, 2):  # the disks across core borders are cut by their tiles
+            continue
+        assert len(np.unique(labels[ids == k])) == 1
+
+
 def test_given_seeds_go_to_the_tile_whose_core_holds_them():
     tiling = Tiling(tile=256, halo=32)
     seeds = GivenSeeds({(): np.array([[10, 10], [191, 191], [192, 192], [500, 400]])})

@@ -9,7 +9,10 @@ into the slice's labels by three rules:
 - **whole objects**: an object reaching an edge of its tile that lies inside the
   slice was cut by the tile; it is decoded again as a prompt (its box and its most
   interior point) routed like any tiled prompt (:func:`~.tiled.decode_object`), which
-  widens the window until the object fits;
+  widens the window until the object fits. Windows beyond the grid cost an encoder
+  run each; once a slice has used :data:`EXTRA_WINDOWS` times as many as its grid
+  has tiles, cut objects keep what their tile saw (an untrained or badly fitting model
+  cuts nearly every mask, and would otherwise cost one encoder run per object);
 - **one id per object**: an object whose pixels are mostly (over half) labelled
   already is the same object seen from another tile: its unlabelled pixels join the
   id that holds most of it (a long object seen whole by no single window is thus
@@ -34,6 +37,8 @@ from .tiles import Tiling, Window
 
 #: an object this much (fraction of its area) already labelled is a duplicate
 DUPLICATE_FRACTION = 0.5
+#: encoder runs beyond the grid a tiled slice may use, in multiples of its grid's tiles
+EXTRA_WINDOWS = 2
 
 
 def tiles_and_cores(tiling: Tiling, shape: tuple[int, int]) -> list[tuple[Window, Window]]:
@@ -66,12 +71,14 @@ def segment_everything_tiled(job, segmenter, index: tuple[int, ...], source, til
     shape = tuple(source.shape)
     labels = np.zeros(shape, LABELS_DTYPE)
     pairs = tiles_and_cores(tiling, shape)
+    extra_left = EXTRA_WINDOWS * len(pairs)
     next_id = 1
     for k, (window, core) in enumerate(pairs):
         if should_stop is not None and should_stop():
             raise Cancelled
         crop = source.read(window)
         embedding = segmenter.embeddings([crop])[0]
+        runs = getattr(segmenter, "computed", 0)  # encoder runs so far, this tile's included
         tile_job, owned_by_seed = _tile_job(job, index, window, core)
         tile_labels = tile_job.segment_image(segmenter, index, crop, embedding, None,
                                              should_stop)
@@ -84,11 +91,13 @@ def segment_everything_tiled(job, segmenter, index: tuple[int, ...], source, til
                 continue
             full = np.zeros(window.shape, bool)
             full[region] = mask
-            if cut_by_window(full, window, shape):
+            if cut_by_window(full, window, shape) and extra_left > 0:
                 placed = decode_object(segmenter, source, _prompt_of(mask, (top, left)),
                                        window, embedding, tiling)
                 (top, left), mask = placed.origin, placed.mask
                 segmenter.set_embedding(embedding)  # the tile's other objects come next
+                extra_left -= getattr(segmenter, "computed", 0) - runs
+                runs = getattr(segmenter, "computed", 0)
             if _paste_new(labels, mask, (top, left), next_id):
                 next_id += 1
         if step is not None:
