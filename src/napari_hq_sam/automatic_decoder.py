@@ -24,7 +24,8 @@ official generator's masks are compared in the tests). The transformer is Meta's
   of projecting 4096 image tokens (as :mod:`.model.fast_two_way`, linear algebra
   only).
 - The per-prompt image tokens (4 MB each) are processed a few prompts at a time
-  so that they stay in the CPU's caches between the steps that read them.
+  so that they stay in the CPU's caches between the steps that read them; on a
+  CPU the chunks go to one thread per core.
 """
 
 from __future__ import annotations
@@ -125,6 +126,24 @@ def _image_to_token_residual(attention, image_q: torch.Tensor, keys: torch.Tenso
                          value_out.reshape(b, heads * t, -1))
 
 
+def _on_cpu_threads(fn, items: list, threads: int) -> list:
+    """``[fn(item) for item in items]`` on ``threads`` Python threads, one core each.
+
+    Each chunk's products are small (4 prompts), so splitting every one of them
+    over the cores costs a synchronisation per operation, and a core taken by
+    another process stalls the other; whole chunks per core do not. Torch runs
+    one intra-op thread meanwhile (its setting is restored after).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(min(threads, len(items))) as pool:
+            return list(pool.map(fn, items))
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _norm(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
     return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
 
@@ -187,15 +206,21 @@ class StagedDecoder:
         """
         points = None if point_coords is None else (point_coords, point_labels)
         sparse, _ = self.model.prompt_encoder(points=points, boxes=boxes, masks=None)
-        parts = []
+        starts = list(range(0, len(sparse), self.chunk))
+
+        @torch.no_grad()      # grad mode is per thread
+        def run(start: int) -> TokenOutputs:
+            queries, image_tokens = self._transformer(sparse[start:start + self.chunk])
+            part = self._scores(queries, image_tokens, multimask_output)
+            part.index = part.index + start
+            return part if min_score is None else part.select(part.scores > min_score)
+
+        threads = torch.get_num_threads()
         with true_fp32(self.device):
-            for start in range(0, len(sparse), self.chunk):
-                queries, image_tokens = self._transformer(sparse[start:start + self.chunk])
-                part = self._scores(queries, image_tokens, multimask_output)
-                part.index = part.index + start
-                if min_score is not None:
-                    part = part.select(part.scores > min_score)
-                parts.append(part)
+            if self.device.type != "cpu" or threads < 2 or len(starts) < 2:
+                parts = [run(start) for start in starts]
+            else:
+                parts = _on_cpu_threads(run, starts, threads)
         if len(parts) == 1:
             return parts[0]
         return TokenOutputs(*(torch.cat([getattr(p, name) for p in parts])
