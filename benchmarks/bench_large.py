@@ -44,20 +44,29 @@ def build_mosaic(folder: Path, size: int) -> tuple[Path, np.ndarray, np.ndarray]
     image = tifffile.imread(DATA / "nuclei2d_image.tif")
     labels = tifffile.imread(DATA / "nuclei2d_labels.tif").astype(np.int64)
     reps = size // image.shape[0]
-    mosaic = np.tile(image, (reps, reps))
+    mosaic = np.zeros((reps * 512, reps * 512), image.dtype)
+    # every copy turned or flipped, and offset by its own small intensity, so that no two
+    # tiles hold the same pixels (the embedding cache would otherwise find repeats);
     # ground truth: each copy's ids offset so that every nucleus keeps its own id
     truth = np.zeros(mosaic.shape, np.int64)
     step = int(labels.max())
     for r in range(reps):
         for c in range(reps):
-            copy = labels + (r * reps + c) * step
-            copy[labels == 0] = 0
+            k = r * reps + c
+            mosaic[r * 512:(r + 1) * 512, c * 512:(c + 1) * 512] = _turn(image, k) + k % 5
+            copy = _turn(labels, k) + k * step
+            copy[_turn(labels, k) == 0] = 0
             truth[r * 512:(r + 1) * 512, c * 512:(c + 1) * 512] = copy
     path = folder / "mosaic.zarr"
     z = zarr.open_array(path, mode="w", shape=mosaic.shape, chunks=(1024, 1024),
                         dtype=mosaic.dtype)
     z[:] = mosaic
     return path, mosaic, truth
+
+
+def _turn(a: np.ndarray, k: int) -> np.ndarray:
+    """Copy ``k`` of the sample: one of its 8 rotations and flips."""
+    return np.rot90(a[:, ::-1] if k % 2 else a, (k // 2) % 4)
 
 
 def pick_boxes(truth: np.ndarray, n: int = 8) -> list[tuple[int, list[int]]]:
