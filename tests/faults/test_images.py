@@ -326,13 +326,12 @@ def test_huge_tiff_is_memory_mapped_and_sampled(huge, nuclei2d):
 @pytest.mark.parametrize("command,out", [("segment", "out.zarr"), ("auto", "out.tif"),
                                          ("embed", None)])
 def test_huge_slice_is_refused_before_work(command, out, huge, memory, tiny_checkpoint):
-    """Runs that convert whole slices (segment and embed only with --no-tiling)."""
+    """Runs that convert whole slices (all three tile such a slice unless --no-tiling)."""
     folder = huge.parent
     (folder / "prompts.json").write_text(json.dumps(
         {"prompts": [{"slice": [0], "box": [29970, 29970, 30020, 30020], "object": 1}]}))
     memory(16)
-    argv = _argv(command, huge, folder, tiny_checkpoint,
-                 *(["--no-tiling"] if command in ("segment", "embed") else []))
+    argv = _argv(command, huge, folder, tiny_checkpoint, "--no-tiling")
     if out is not None:
         argv[argv.index("--out") + 1] = folder / out
     paths = _paths(folder)  # not hashed: 6.7 GiB of (sparse) zeros
