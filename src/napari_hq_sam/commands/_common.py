@@ -287,3 +287,38 @@ def tiling_note(tiling, layout) -> str:
     rows, cols = tiling.grid_shape(layout.spatial_shape)
     return (f" in {tiling.tile} px tiles (halo {tiling.halo}; a slice is {rows} x {cols} "
             "tiles, embeddings count tiles)")
+
+
+def converted_tile(tiling, layout) -> int | None:
+    """Side of the windows a run converts at a time (``check_memory``'s ``tile``).
+
+    None when slices are converted whole (no tiling, or slices no larger than a tile).
+    """
+    return tiling.tile if tiling is not None and tiling.applies(layout.spatial_shape) else None
+
+
+def run_into_output(args, out, layout, dtype, run, *, to_zarr: bool):
+    """``run(labels)`` writing the labels output ``out``; returns what ``run`` returns.
+
+    With ``to_zarr`` a zarr labels array is made under a temporary name, filled by
+    ``run`` region by region and renamed to ``out`` when it returns; else ``run``
+    gets None and its result's ``labels`` are written to ``out`` whole. The output
+    keeps the image's pixel size; a full disk is an OutputError; a stopped or failed
+    run leaves no partial output.
+    """
+    from ..engine import io
+
+    tmp = io.partial_path(out)
+    try:
+        with io.disk_full_is_output_error(out):
+            scale = io.labels_scale(args.image, layout, args.level)
+            labels = (io.create_zarr_labels(tmp, layout.labels_shape, dtype, scale)
+                      if to_zarr else None)
+            result = run(labels)
+            if to_zarr:
+                io.commit_output(tmp, out, args.overwrite)
+            else:
+                io.write_labels(out, result.labels, args.overwrite, scale=scale)
+    finally:
+        io.remove_partial(tmp)
+    return result

@@ -7,8 +7,10 @@ from ._common import (
     check_cache_not_input,
     check_memory,
     check_model_inputs,
+    converted_tile,
     model_spec,
     run_inputs,
+    run_into_output,
     tiling_from_args,
 )
 from ._image_sets import add_image_set_options, run_image_set
@@ -148,26 +150,16 @@ def segment_image(args, model_checked: bool = False):
     tiling = tiling_from_args(args)
     check_memory(image, layout, limits, labels=in_memory,
                  labels_copies=2 if args.stitch else 1, remote=bool(args.scheduler),
-                 tile=tiling.tile if tiling and tiling.applies(layout.spatial_shape) else None)
+                 tile=converted_tile(tiling, layout))
     io.check_output_space(out, layout.labels_shape, LABELS_DTYPE)
     seeds = seeds_from_args(args, layout)
     if not model_checked:
         check_model_inputs(args)
     config = config_from_args(args)
     start = time.perf_counter()
-    scale = io.labels_scale(args.image, layout, args.level)
-    tmp = io.partial_path(out)
-    try:
-        with io.disk_full_is_output_error(out):
-            labels = (io.create_zarr_labels(tmp, layout.labels_shape, LABELS_DTYPE, scale)
-                      if to_zarr else None)
-            result = _segment(args, image, layout, config, limits, seeds, labels)
-            if to_zarr:
-                io.commit_output(tmp, out, args.overwrite)
-            else:
-                io.write_labels(out, result.labels, args.overwrite, scale=scale)
-    finally:
-        io.remove_partial(tmp)
+    result = run_into_output(
+        args, out, layout, LABELS_DTYPE, to_zarr=to_zarr,
+        run=lambda labels: _segment(args, image, layout, config, limits, seeds, labels))
     return result, out, time.perf_counter() - start
 
 

@@ -15,6 +15,7 @@ from ._common import (
     check_cache_not_input,
     check_memory,
     check_model_inputs,
+    converted_tile,
     model_spec,
     run_cache,
     tiling_from_args,
@@ -104,7 +105,7 @@ def embed_image(args, model_checked: bool = False):
     tiling = tiling_from_args(args)
     check_memory(image, layout, limits, contrast_method=args.contrast,
                  remote=bool(args.scheduler),
-                 tile=tiling.tile if tiling and tiling.applies(layout.spatial_shape) else None)
+                 tile=converted_tile(tiling, layout))
     plan = plan_slices(image, layout=layout,
                        contrast_limits=limits or contrast_limits(args, image, layout),
                        slices=slices)

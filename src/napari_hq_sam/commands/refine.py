@@ -14,8 +14,10 @@ from ._common import (
     check_cache_not_input,
     check_memory,
     check_model_inputs,
+    converted_tile,
     model_spec,
     run_inputs,
+    run_into_output,
     tiling_from_args,
 )
 from ._options import (
@@ -113,24 +115,14 @@ def run(args) -> int:
     tiling = tiling_from_args(args)
     check_memory(image, layout, limits, labels=in_memory, labels_copies=1 if to_zarr else 2,
                  contrast_method=args.contrast, remote=bool(args.scheduler),
-                 tile=tiling.tile if tiling and tiling.applies(layout.spatial_shape) else None)
+                 tile=converted_tile(tiling, layout))
     io.check_output_space(out, layout.labels_shape, source.dtype)
     if limits is None and args.contrast == "percentile":
         limits = default_contrast_limits(selected_channel(image, layout), "percentile")
     check_model_inputs(args)
-    tmp = io.partial_path(out)
-    try:
-        with io.disk_full_is_output_error(out):
-            scale = io.labels_scale(args.image, layout, args.level)  # kept in the output
-            target = (io.create_zarr_labels(tmp, layout.labels_shape, source.dtype, scale)
-                      if to_zarr else None)
-            result = _refine(args, image, source, layout, limits, target, tiling)
-            if to_zarr:
-                io.commit_output(tmp, out, args.overwrite)
-            else:
-                io.write_labels(out, result.labels, args.overwrite, scale=scale)
-    finally:
-        io.remove_partial(tmp)
+    result = run_into_output(
+        args, out, layout, source.dtype, to_zarr=to_zarr,
+        run=lambda target: _refine(args, image, source, layout, limits, target, tiling))
     _summary(args, result, out, layout, source.dtype)
     return 0
 

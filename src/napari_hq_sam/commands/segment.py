@@ -7,8 +7,10 @@ from ._common import (
     check_cache_not_input,
     check_memory,
     check_model_inputs,
+    converted_tile,
     model_spec,
     run_inputs,
+    run_into_output,
     tiling_from_args,
     tiling_note,
 )
@@ -83,7 +85,7 @@ def segment_image(args, model_checked: bool = False):
     from ..engine import io
     from ..engine.image import default_contrast_limits, describe_layout, selected_channel
     from ..engine.prompt_files import read_prompt_files
-    from ..engine.stack import plan_stack, prompts_dtype
+    from ..engine.stack import new_labels, plan_stack, prompts_dtype
 
     # Everything the user can get wrong is checked before the model loads.
     out = io.check_output(args.out, args.overwrite, inputs=run_inputs(args))
@@ -100,7 +102,7 @@ def segment_image(args, model_checked: bool = False):
     tiling = tiling_from_args(args)
     check_memory(image, layout, limits, labels=in_memory, contrast_method=args.contrast,
                  remote=bool(args.scheduler),
-                 tile=tiling.tile if tiling and tiling.applies(layout.spatial_shape) else None)
+                 tile=converted_tile(tiling, layout))
     io.check_output_space(out, layout.labels_shape, dtype)
     if limits is None and args.contrast == "percentile":
         limits = default_contrast_limits(selected_channel(image, layout), "percentile")
@@ -108,28 +110,12 @@ def segment_image(args, model_checked: bool = False):
     layout, limits = plan.layout, plan.contrast_limits
     if not model_checked:
         check_model_inputs(args)
-    tmp = io.partial_path(out)
-    try:
-        with io.disk_full_is_output_error(out):
-            scale = io.labels_scale(args.image, layout, args.level)  # kept in the output
-            labels = _empty_labels(out, tmp, layout, prompts, scale)
-            result = _segment(args, image, prompts, layout, limits, labels)
-            if to_zarr:
-                io.commit_output(tmp, out, args.overwrite)
-            else:
-                io.write_labels(out, labels, args.overwrite, scale=scale)
-    finally:
-        io.remove_partial(tmp)
-    return result, out, layout, labels
-
-
-def _empty_labels(out, tmp, layout, prompts, scale=None):
-    from ..engine import io
-    from ..engine.stack import new_labels, prompts_dtype
-
-    if out.suffix.lower() == ".zarr":
-        return io.create_zarr_labels(tmp, layout.labels_shape, prompts_dtype(prompts), scale)
-    return new_labels(layout.labels_shape, prompts)
+    result = run_into_output(
+        args, out, layout, dtype, to_zarr=to_zarr,
+        run=lambda labels: _segment(args, image, prompts, layout, limits, labels if
+                                    labels is not None else new_labels(layout.labels_shape,
+                                                                       prompts)))
+    return result, out, layout, result.labels
 
 
 def _segment(args, image, prompts, layout, limits, labels):
