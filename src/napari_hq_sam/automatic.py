@@ -37,7 +37,7 @@ from segment_anything.utils.amg import (
 from torchvision.ops.boxes import box_area
 
 from .automatic_decoder import StagedDecoder
-from .automatic_filters import box_nms, clean_small_regions, filter_candidates
+from .automatic_filters import Candidates, box_nms, clean_small_regions, filter_candidates
 from .engine.labels import masks_to_labels
 from .errors import Cancelled, InputError
 from .model import HQSam
@@ -236,7 +236,7 @@ class AutomaticMaskGenerator:
                              f"not {orig_size}")
         crop_boxes, layer_idxs = generate_crop_boxes(orig_size, self.config.crop_n_layers,
                                                      self.config.crop_overlap_ratio)
-        data = MaskData()
+        data = Candidates()
         self._progress = _Counter(self.n_steps, should_stop, progress)
         for crop_box, layer_idx in zip(crop_boxes, layer_idxs):
             whole = layer_idx == 0
@@ -263,7 +263,7 @@ class AutomaticMaskGenerator:
         self._decoder = (StagedDecoder(predictor.model, predictor.features, predictor.hq_features)
                          if isinstance(predictor, HQSamPredictor) else None)
         points_for_crop = self.point_grids[layer_idx] * np.array(crop_size)[None, ::-1]
-        data = MaskData()
+        data = Candidates()
         for (points,) in batch_iterator(self.config.points_per_batch, points_for_crop):
             self._progress.check()
             data.cat(self._process_batch(points, crop_size, crop_box, orig_size))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from segment_anything.utils.amg import (
     MaskData,
@@ -26,6 +27,29 @@ from .engine.labels import remove_small_regions
 
 if TYPE_CHECKING:
     from .automatic import AutoMaskConfig
+
+
+class Candidates(MaskData):
+    """Meta's ``MaskData`` whose :meth:`cat` takes the new batch's lists as they are.
+
+    ``MaskData.cat`` deep-copies lists, i.e. every RLE's run counts, twice per mask
+    (once per batch, once per crop); a ragged mask has tens of thousands of runs,
+    so the copies can cost more than decoding. The batches given here are made
+    for this very concatenation and not used after it.
+    """
+
+    def cat(self, new: MaskData) -> None:
+        """Append ``new``'s entries (tensors, arrays or lists) to these."""
+        for key, value in new.items():
+            old = self._stats.get(key)
+            if old is None:
+                self._stats[key] = value
+            elif isinstance(value, torch.Tensor):
+                self._stats[key] = torch.cat([old, value], dim=0)
+            elif isinstance(value, list):
+                self._stats[key] = old + value
+            else:
+                self._stats[key] = np.concatenate([old, value], axis=0)
 
 
 def box_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:

@@ -38,11 +38,9 @@ from .automatic import (
     AutoMaskConfig,
     AutoMasks,
     _Counter,
-    box_nms,
-    clean_small_regions,
-    filter_candidates,
 )
 from .automatic_decoder import StagedDecoder
+from .automatic_filters import Candidates, box_nms, clean_small_regions, filter_candidates
 from .errors import InputError
 from .model import HQSam
 from .predictor import HQSamPredictor, ImageEmbedding
@@ -129,7 +127,7 @@ class SeededMaskGenerator:
         h, w = image.shape[:2]
         decoder = StagedDecoder(predictor.model, predictor.features, predictor.hq_features)
         counter = _Counter(self.n_steps(len(seeds)), should_stop, progress)
-        data = MaskData()
+        data = Candidates()
         for start in range(0, len(seeds), c.points_per_batch):
             counter.check()
             batch = seeds[start:start + c.points_per_batch]

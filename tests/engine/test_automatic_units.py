@@ -278,3 +278,18 @@ def test_stitch_slices_follows_objects_through_z():
     assert sorted(np.unique(out).tolist()) == [0, 1, 2, 3]
     # with a very strict threshold nothing is stitched: every slice's object is new
     assert stitch_slices(z, 0.99).max() == 6
+
+
+def test_candidates_cat_appends_every_kind_of_entry_in_order():
+    from napari_hq_sam.automatic_filters import Candidates
+
+    data = Candidates()
+    first = MaskData(rles=[{"counts": [3, 1]}], iou_preds=torch.tensor([0.9]),
+                     points=np.array([[1.0, 2.0]]))
+    second = MaskData(rles=[{"counts": [0, 4]}, {"counts": [2, 2]}],
+                      iou_preds=torch.tensor([0.5, 0.7]), points=np.array([[3.0, 4.0], [5.0, 6.0]]))
+    data.cat(first)
+    data.cat(second)
+    assert [r["counts"] for r in data["rles"]] == [[3, 1], [0, 4], [2, 2]]
+    assert data["iou_preds"].tolist() == pytest.approx([0.9, 0.5, 0.7])
+    assert data["points"].tolist() == [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]
