@@ -1,14 +1,15 @@
 """Segment everything on one slice: the official generator, ours exact, ours seeded.
 
 Usage: ``python benchmarks/bench_auto.py [--points-per-side 32] [--rounds 1]
-[--all-masks-side 16]``.
+[--all-masks-side 16] [--pass-side 16] [--pass-fractions 0.25 0.5]``.
 
 One process, one random official-format vit_tiny checkpoint loaded by both
 packages, the 512 x 512 nuclei sample as RGB (1-99.8 percentile contrast):
 
 - official: ``segment_anything_hq.SamAutomaticMaskGenerator`` (official defaults);
 - ours exact: :class:`napari_hq_sam.automatic.AutomaticMaskGenerator`, same
-  parameters; its masks are compared with the official ones;
+  parameters, timed up to every mask decoded to a binary array (the official
+  output); its masks are compared with the official ones;
 - ours seeded: :func:`napari_hq_sam.engine.everything.segment_everything` with
   ``seeds=ImageSeeds()`` (diameter estimated, seeds found, same filters).
 
@@ -19,7 +20,10 @@ weights no grid point passes the official predicted-IoU threshold (0.88), so at
 the defaults the decoders' mask heads never run for either mode of ours; the
 ``--all-masks-side`` rows switch the IoU and stability filters off so that every
 candidate's mask is computed (the official code computes every mask in both
-cases).
+cases). Between the two, the ``--pass-side`` rows set the predicted-IoU threshold
+at a quantile of this checkpoint's scores over the grid, so that a known fraction
+of the points passes (as trained weights pass some): stability filter off, box
+NMS at 1.0 so that every passing mask is kept and compared with the official one.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import torch
 
 from napari_hq_sam import build_hq_sam
 from napari_hq_sam.automatic import AutoMaskConfig, AutomaticMaskGenerator
+from napari_hq_sam.automatic_decoder import StagedDecoder
 from napari_hq_sam.engine.everything import segment_everything
 from napari_hq_sam.engine.seeds import ImageSeeds
 from napari_hq_sam.predictor import HQSamPredictor
@@ -65,6 +70,12 @@ def timed(fn):
     start = time.perf_counter()
     out = fn()
     return out, time.perf_counter() - start
+
+
+def with_masks(result):
+    """``result`` after decoding all its masks to (N, H, W) bool, as the official output."""
+    result.masks()
+    return result
 
 
 def agreement(official: list[dict], ours) -> str:
@@ -97,7 +108,8 @@ def run_modes(label, rounds, image, rgb, ckpt, config, official_params, official
         else:
             t = float("nan")
         times["official"].append(t)
-        ours, t = timed(lambda: AutomaticMaskGenerator(model, config).generate(rgb))
+        # the official generator returns every mask as a binary array: so do we
+        ours, t = timed(lambda: with_masks(AutomaticMaskGenerator(model, config).generate(rgb)))
         times["exact"].append(t)
         seeded, t = timed(lambda: segment_everything(model, image, config,
                                                      seeds=ImageSeeds()))
@@ -107,6 +119,18 @@ def run_modes(label, rounds, image, rgb, ckpt, config, official_params, official
             + f" (load {os.getloadavg()[0]:.1f})", flush=True)
     return ({k: statistics.median(v) for k, v in times.items()},
             official_masks, ours, seeded)
+
+
+def grid_scores(rgb, ckpt, side: int) -> np.ndarray:
+    """Predicted IoU of every point of a side x side grid (ours; equal to the official)."""
+    predictor = HQSamPredictor(build_hq_sam("vit_tiny", ckpt))
+    predictor.set_image(rgb)
+    points = AutoMaskConfig(points_per_side=side).layer_point_grids[0] * np.array(
+        rgb.shape[1::-1])
+    coords = torch.as_tensor(predictor.transform.apply_coords(points, rgb.shape[:2]),
+                             dtype=torch.float)[:, None]
+    decoder = StagedDecoder(predictor.model, predictor.features, predictor.hq_features)
+    return decoder.tokens(coords, torch.ones(len(coords), 1, dtype=torch.int)).scores.numpy()
 
 
 def encoder_times(rgb, ckpt, rounds: int) -> tuple[float, float]:
@@ -128,6 +152,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--all-masks-side", type=int, default=16,
                         help="grid side of the rows with the filters off (0: skip them)")
+    parser.add_argument("--pass-side", type=int, default=16,
+                        help="grid side of the rows with a fraction of points passing "
+                             "the IoU filter (0: skip them)")
+    parser.add_argument("--pass-fractions", type=float, nargs="*", default=[0.25, 0.5])
     parser.add_argument("--no-official", action="store_true",
                         help="time ours only (exact and seeded), e.g. for more rounds")
     args = parser.parse_args()
@@ -146,6 +174,15 @@ def main() -> None:
         enc_official, enc_ours = encoder_times(rgb, ckpt, args.rounds)
         print(f"encoder: official {enc_official:.2f} s, ours {enc_ours:.2f} s", flush=True)
         cases = [("defaults", args.points_per_side, {})]
+        if args.pass_side:
+            scores = grid_scores(rgb, ckpt, args.pass_side)
+            for fraction in args.pass_fractions:
+                threshold = float(np.quantile(scores, 1 - fraction))
+                passing = float((scores > threshold).mean())
+                cases.append((f"IoU > {threshold:.4f} ({100 * passing:.0f} % pass)",
+                              args.pass_side, dict(pred_iou_thresh=threshold,
+                                                   stability_score_thresh=0.0,
+                                                   box_nms_thresh=1.0)))
         if args.all_masks_side:
             cases.append(("filters off", args.all_masks_side,
                           dict(pred_iou_thresh=0.0, stability_score_thresh=0.0)))

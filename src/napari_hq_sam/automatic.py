@@ -30,14 +30,19 @@ from segment_anything.utils.amg import (
     batch_iterator,
     build_all_layer_point_grids,
     generate_crop_boxes,
-    rle_to_mask,
     uncrop_boxes_xyxy,
     uncrop_points,
 )
 from torchvision.ops.boxes import box_area
 
 from .automatic_decoder import StagedDecoder
-from .automatic_filters import Candidates, box_nms, clean_small_regions, filter_candidates
+from .automatic_filters import (
+    Candidates,
+    box_nms,
+    clean_small_regions,
+    filter_candidates,
+    rle_to_mask,
+)
 from .engine.labels import masks_to_labels
 from .errors import Cancelled, InputError
 from .model import HQSam

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .model._inference import true_fp32
+from .model._inference import inference_only, true_fp32
 
 # Prompts whose per-prompt image tokens are processed together: 4 MB each, so a
 # chunk stays within a CPU's last-level cache; a GPU takes the whole batch.
@@ -272,6 +272,8 @@ class StagedDecoder:
         """
         decoder = self.decoder
         n_sam = decoder.num_mask_tokens
+        if windows is None and self._in_strips():
+            return self._masks_in_strips(outputs, hq_token_only)
         out = []
         with true_fp32(self.device):
             for i in range(0, len(outputs), self.chunk):
@@ -294,6 +296,32 @@ class StagedDecoder:
             side = 4 * size if windows is not None else 4 * self.grid[0]
             return self.features.new_zeros((0, 1, side, side))
         return torch.cat(out)
+
+    def _in_strips(self) -> bool:
+        """Whether the mask heads run per prompt in bands of rows (CPU, fast decoder)."""
+        return (self.device.type == "cpu" and hasattr(self.decoder, "logits_in_strips")
+                and inference_only(self.decoder))
+
+    def _masks_in_strips(self, outputs: TokenOutputs, hq_token_only: bool) -> torch.Tensor:
+        """:meth:`masks` without windows, one prompt at a time in bands of token rows.
+
+        On a CPU the 64-channel 256 x 256 map of a whole prompt (16 MB) does not
+        stay in the caches between the HQ branch's steps; bands of it do.
+        """
+        decoder = self.decoder
+        n_sam = decoder.num_mask_tokens
+        side = 4 * self.grid[0], 4 * self.grid[1]
+        out = self.features.new_empty((len(outputs), 1, *side))
+        with true_fp32(self.device):
+            for i in range(len(outputs)):
+                tokens = outputs.mask_tokens[i]
+                k = int(outputs.token[i])
+                sam_hyper = None if hq_token_only else \
+                    decoder.output_hypernetworks_mlps[k](tokens[k]).view(1, 1, -1)
+                out[i] = decoder.logits_in_strips(
+                    outputs.image_tokens[i:i + 1], self.grid,
+                    decoder.hf_mlp(tokens[n_sam:n_sam + 1]), sam_hyper, self.hq_features)[0]
+        return out
 
     def _windows(self, part: TokenOutputs, origins: torch.Tensor, size: int):
         """(b, size^2, D) image tokens and (b, 32, 4 size, 4 size) HQ features of windows."""

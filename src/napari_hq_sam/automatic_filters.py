@@ -18,12 +18,24 @@ from segment_anything.utils.amg import (
     calculate_stability_score,
     is_box_near_crop_edge,
     mask_to_rle_pytorch,
-    rle_to_mask,
     uncrop_masks,
 )
 from torchvision.ops.boxes import batched_nms
 
 from .engine.labels import remove_small_regions
+
+
+def rle_to_mask(rle: dict) -> np.ndarray:
+    """(H, W) bool mask of an uncompressed RLE (Meta's column-major format).
+
+    Meta's ``rle_to_mask`` with one ``np.repeat`` instead of a Python loop over the
+    runs: a ragged mask has tens of thousands of them.
+    """
+    h, w = rle["size"]
+    counts = np.asarray(rle["counts"], dtype=np.int64)
+    values = np.zeros(len(counts), dtype=bool)
+    values[1::2] = True  # runs alternate, starting with background
+    return np.repeat(values, counts).reshape(w, h).T
 
 if TYPE_CHECKING:
     from .automatic import AutoMaskConfig

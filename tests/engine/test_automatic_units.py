@@ -293,3 +293,23 @@ def test_candidates_cat_appends_every_kind_of_entry_in_order():
     assert [r["counts"] for r in data["rles"]] == [[3, 1], [0, 4], [2, 2]]
     assert data["iou_preds"].tolist() == pytest.approx([0.9, 0.5, 0.7])
     assert data["points"].tolist() == [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]
+
+
+@pytest.mark.parametrize("shape", [(5, 7), (64, 48)])
+def test_rle_to_mask_equals_meta_on_ragged_and_plain_masks(shape):
+    from segment_anything.utils.amg import mask_to_rle_pytorch
+
+    from napari_hq_sam.automatic_filters import rle_to_mask as fast_rle_to_mask
+
+    rng = np.random.default_rng(shape[0])
+    masks = np.stack([rng.random(shape) > 0.5,            # ragged: a run per few pixels
+                      disc(shape[0] // 2, shape[1] // 2, min(shape) // 3, shape),
+                      np.ones(shape, bool),                # one run, no leading background
+                      np.zeros(shape, bool)])
+    masks[0, 0, 0] = True
+    rles = mask_to_rle_pytorch(torch.as_tensor(masks))
+    for mask, rle in zip(masks, rles, strict=True):
+        fast = fast_rle_to_mask(rle)
+        assert fast.shape == shape and fast.dtype == bool
+        assert np.array_equal(fast, mask)
+        assert np.array_equal(fast, rle_to_mask(rle))

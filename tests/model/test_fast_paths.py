@@ -256,6 +256,31 @@ def test_folded_decoder_matches_plain_decoder(tiny_model):
     assert fast_head.shape == (3, 1, 256, 256)
 
 
+@pytest.mark.parametrize("rows", [1, 5, 16, 64])
+def test_logits_in_strips_equal_whole_map(tiny_model, rows):
+    """Bands of token rows give the whole map's HQ + SAM logits (band edges included)."""
+    decoder = tiny_model.mask_decoder
+    gen = torch.Generator().manual_seed(rows)
+    src = torch.randn(1, 64 * 64, 256, generator=gen)
+    hq_hyper, sam_hyper = torch.randn(1, 32, generator=gen), torch.randn(1, 1, 32, generator=gen)
+    features = torch.randn(1, 32, 256, 256, generator=gen)
+    with torch.no_grad():
+        up = decoder.upscale(src, (64, 64))
+        whole = decoder.hq_logits(up, hq_hyper, features) + decoder.sam_logits(up, sam_hyper)
+        hq_whole = decoder.hq_logits(up, hq_hyper, features)
+        strips = decoder.logits_in_strips(src, (64, 64), hq_hyper, sam_hyper, features, rows)
+        hq_strips = decoder.logits_in_strips(src, (64, 64), hq_hyper, None, features, rows)
+    assert strips.shape == (1, 1, 256, 256)
+    scale = whole.abs().max()
+    assert scale > 1  # not a map of zeros
+    assert (strips - whole).abs().max() <= 1e-5 * scale
+    assert (hq_strips - hq_whole).abs().max() <= 1e-5 * hq_whole.abs().max()
+    # the rows next to each band edge are where a missing halo would show
+    edges = [4 * r + d for r in range(rows, 64, rows) for d in (-2, -1, 0, 1)]
+    if edges:
+        assert (strips[0, 0, edges] - whole[0, 0, edges]).abs().max() <= 1e-5 * scale
+
+
 @pytest.mark.parametrize("tokens", [8, 15, 16, 40])
 def test_cross_attention_without_image_projections(tokens):
     """Token->image and image->token attention give Meta's values, for few and many
