@@ -11,15 +11,17 @@ from napari_hq_sam.engine.prompt_files import (
     read_prompt_files,
     write_prompts_json,
 )
+from napari_hq_sam.engine.prompt_tables import (
+    object_value,
+    points_table,
+    prompts_from_layers,
+    shapes_table,
+)
 from napari_hq_sam.engine.prompts import (
     MAX_OBJECT_ID,
     ObjectPrompt,
     check_prompts,
     clipping_note,
-    object_value,
-    points_table,
-    prompts_from_layers,
-    shapes_table,
 )
 from napari_hq_sam.errors import HQSamWarning, InputError
 

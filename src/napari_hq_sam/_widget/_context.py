@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..engine.image import ImageLayout, describe_layout
-from ..engine.prompts import ObjectPrompt, prompts_from_layers
+from ..engine.prompt_tables import prompts_from_layers
+from ..engine.prompts import ObjectPrompt
 
 
 @dataclass(frozen=True)

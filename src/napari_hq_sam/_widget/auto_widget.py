@@ -128,7 +128,7 @@ class AutoSegmentWidget(PluginDock):
 
     def seeds(self, ctx):
         """The seed source of the chosen mode for the image ``ctx`` (None: the grid)."""
-        from ..engine.prompts import points_table
+        from ..engine.prompt_tables import points_table
         from ..engine.seeds import GivenSeeds, ImageSeeds, seeds_from_table
         from ..errors import InputError
 

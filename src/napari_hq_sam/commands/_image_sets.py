@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import HQSamWarning, InputError
+from ._progress import runs_on_dask, where_it_ran
 
 #: what each subcommand's line counts
 _UNITS = {"segment": "segmented", "auto": "segmented", "embed": "embedded"}
@@ -219,12 +220,9 @@ def image_task(command: str, item: _Item) -> ImageOutcome:
 
 def _run_on_dask(args, command: str, items: list[_Item]):
     """Outcomes of ``items`` in their order, one Dask task per image."""
-    import logging
-
     from ..engine.distributed import dask_client
 
-    # the nanny warns when it kills workers at shutdown: not news for a user
-    logging.getLogger("distributed").setLevel(logging.ERROR)
+    runs_on_dask(args)  # quiets the nanny's shutdown warnings
     with dask_client(scheduler=args.scheduler, n_workers=args.workers) as client:
         futures = [client.submit(image_task, command, item, pure=False) for item in items]
         for future in futures:
@@ -264,8 +262,7 @@ def _total(args, command: str, outcomes: list[ImageOutcome], seconds: float) -> 
         parts.append(f"{counts['failed']} failed (exit status 2)")
     done = [o for o in outcomes if o.status == "done"]
     what = "" if command == "embed" else f"{_count(sum(o.objects for o in done), 'object')}, "
-    where = (f"{args.workers} local workers" if args.workers else
-             f"scheduler {args.scheduler}" if args.scheduler else "1 process")
+    where = where_it_ran(args)
     target = args.cache if command == "embed" else args.out
     # the cache's report needs this process's model: none was loaded if nothing ran here
     report = cache_report(args) if counts["done"] else ""

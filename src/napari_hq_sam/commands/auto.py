@@ -29,6 +29,7 @@ from ._options import (
     positive_int,
     unit_interval,
 )
+from ._progress import progress_bar, runs_on_dask
 
 # Config fields exposed as options: (field, flag, type, help).
 _CONFIG_OPTIONS = (
@@ -216,33 +217,18 @@ def _check_seed_points(path, points: dict, shape) -> None:
 
 
 def _segment(args, image, layout, config, limits=None, seeds=None, labels=None):
-    from tqdm import tqdm
-
     from ..engine.distributed import segment_everything_distributed, worker_segmenter
     from ..engine.everything import segment_everything
 
     spec = model_spec(args)
-    bar = tqdm(total=1, disable=args.quiet, desc="hqsam auto")
-
-    def progress(done, total):
-        bar.total = total
-        bar.update(done - bar.n)
-
-    common = dict(layout=layout, contrast_limits=limits, stitch=args.stitch,
-                  stitch_iou=args.stitch_iou, tiling=tiling_from_args(args), labels=labels,
-                  progress=progress)
-    try:
-        if args.workers or args.scheduler:
-            import logging
-
-            logging.getLogger("distributed").setLevel(logging.ERROR)
-            bar.unit = "slice"
+    with progress_bar(args, "hqsam auto") as progress:
+        common = dict(layout=layout, contrast_limits=limits, stitch=args.stitch,
+                      stitch_iou=args.stitch_iou, tiling=tiling_from_args(args), labels=labels,
+                      progress=progress)
+        if runs_on_dask(args):
+            progress.bar.unit = "slice"
             return segment_everything_distributed(image, spec, config, n_workers=args.workers,
                                                   scheduler=args.scheduler, **common)
-        bar.unit = "batch"
-        if seeds is not None:
-            bar.unit = "step"
+        progress.bar.unit = "batch" if seeds is None else "step"
         return segment_everything(None, image, config, segmenter=worker_segmenter(spec),
                                   seeds=seeds, seed_box=args.seed_box, **common)
-    finally:
-        bar.close()

@@ -35,6 +35,7 @@ from ._options import (
     add_quiet_option,
     add_tiling_options,
 )
+from ._progress import progress_bar, runs_on_dask, where_it_ran
 
 
 def register(subparsers) -> None:
@@ -73,8 +74,7 @@ def run(args) -> int:
     _check_options(args)
     result, plan = embed_image(args)
     n = len(result.slices)
-    where = (f"{args.workers} local workers" if args.workers else
-             f"scheduler {args.scheduler}" if args.scheduler else "1 process")
+    where = where_it_ran(args)
     lo, hi = plan.contrast_limits  # what a viewer must show for its slices to hit the cache
     print(f"embedded {n} slice{'s' * (n != 1)} in {result.seconds:.1f} s "
           f"({result.seconds / max(n, 1):.2f} s per slice, {where})"
@@ -198,31 +198,17 @@ def _axis_range(text: str, part: str, n: int) -> range:
 
 
 def _embed(args, image, plan):
-    from tqdm import tqdm
-
     from ..engine.distributed import worker_segmenter
     from ..engine.embed import embed_stack, embed_stack_distributed
 
     spec = model_spec(args)
-    bar = tqdm(total=len(plan.indices), unit="slice", disable=args.quiet, desc="hqsam embed")
-
-    def progress(done, total):
-        bar.total = total
-        bar.update(done - bar.n)
-
-    common = dict(layout=plan.layout, contrast_limits=plan.contrast_limits,
-                  slices=plan.indices, tiling=tiling_from_args(args), progress=progress)
-    try:
-        if args.workers or args.scheduler:
-            import logging
-
-            # the nanny warns when it kills workers at shutdown: not news for a user
-            logging.getLogger("distributed").setLevel(logging.ERROR)
+    with progress_bar(args, "hqsam embed", len(plan.indices), unit="slice") as progress:
+        common = dict(layout=plan.layout, contrast_limits=plan.contrast_limits,
+                      slices=plan.indices, tiling=tiling_from_args(args), progress=progress)
+        if runs_on_dask(args):
             return embed_stack_distributed(image, spec, scheduler=args.scheduler,
                                            n_workers=args.workers, **common)
         segmenter = worker_segmenter(spec)
         # the folder is this command's output: once it cannot be written, embedding is futile
         return embed_stack(image, segmenter=segmenter, batch_size=args.batch_size,
                            should_stop=lambda: segmenter.cache.write_error is not None, **common)
-    finally:
-        bar.close()

@@ -36,6 +36,7 @@ from ._options import (
     positive_int,
     unit_interval,
 )
+from ._progress import progress_bar, runs_on_dask, where_it_ran
 
 LISTED = 20  # kept objects listed one by one; more are counted
 
@@ -128,43 +129,28 @@ def run(args) -> int:
 
 
 def _refine(args, image, source, layout, limits, target, tiling):
-    from tqdm import tqdm
-
     from ..engine.distributed import worker_segmenter
     from ..engine.refine import refine_labels, refine_labels_distributed
 
     spec = model_spec(args)
-    bar = tqdm(total=1, unit="step", disable=args.quiet, desc="hqsam refine")
-
-    def progress(done, total):
-        bar.total = total
-        bar.update(done - bar.n)
-
-    common = dict(layout=layout, contrast_limits=limits, out=target,
-                  score_threshold=args.score_threshold, iou_threshold=args.iou_threshold,
-                  use_mask=args.use_mask, use_point=args.point,
-                  hq_token_only=args.hq_token_only, batch_size=args.prompt_batch,
-                  tiling=tiling, progress=progress)
-    try:
-        if args.workers or args.scheduler:
-            import logging
-
-            # the nanny warns when it kills workers at shutdown: not news for a user
-            logging.getLogger("distributed").setLevel(logging.ERROR)
+    with progress_bar(args, "hqsam refine", unit="step") as progress:
+        common = dict(layout=layout, contrast_limits=limits, out=target,
+                      score_threshold=args.score_threshold, iou_threshold=args.iou_threshold,
+                      use_mask=args.use_mask, use_point=args.point,
+                      hq_token_only=args.hq_token_only, batch_size=args.prompt_batch,
+                      tiling=tiling, progress=progress)
+        if runs_on_dask(args):
             return refine_labels_distributed(image, source, spec, scheduler=args.scheduler,
                                              n_workers=args.workers, **common)
         return refine_labels(image, source, segmenter=worker_segmenter(spec),
                              encoder_batch_size=args.batch_size, **common)
-    finally:
-        bar.close()
 
 
 def _summary(args, result, out, layout, dtype) -> None:
     n = len(result.slices)
     kept = len(result.kept)
     per_object = result.seconds / result.objects if result.objects else 0.0
-    where = (f"{args.workers} local workers" if args.workers else
-             f"scheduler {args.scheduler}" if args.scheduler else "1 process")
+    where = where_it_ran(args)
     reasons = ", ".join(f"{count} {reason}" for reason, count in result.kept_reasons().items())
     print(f"refined {result.refined} of {result.objects} object"
           f"{'s' * (result.objects != 1)} on {n} slice{'s' * (n != 1)}, kept {kept}"

@@ -29,6 +29,7 @@ from ._options import (
     positive_int,
     unit_interval,
 )
+from ._progress import progress_bar, runs_on_dask, where_it_ran
 
 
 def register(subparsers) -> None:
@@ -119,41 +120,26 @@ def segment_image(args, model_checked: bool = False):
 
 
 def _segment(args, image, prompts, layout, limits, labels):
-    from tqdm import tqdm
-
     from ..engine.distributed import segment_stack_distributed, worker_segmenter
     from ..engine.stack import segment_stack
 
     spec = model_spec(args)
-    bar = tqdm(total=len({p.slice_index for p in prompts}), unit="slice", disable=args.quiet,
-               desc="hqsam segment")
-
-    def progress(done, total):
-        bar.total = total
-        bar.update(done - bar.n)
-
-    common = dict(layout=layout, contrast_limits=limits, labels=labels,
-                  propagate=args.propagate, score_threshold=args.score_threshold,
-                  tiling=tiling_from_args(args), progress=progress)
-    try:
-        if args.workers or args.scheduler:
-            import logging
-
-            # the nanny warns when it kills workers at shutdown: not news for a user
-            logging.getLogger("distributed").setLevel(logging.ERROR)
+    slices = len({p.slice_index for p in prompts})
+    with progress_bar(args, "hqsam segment", slices, unit="slice") as progress:
+        common = dict(layout=layout, contrast_limits=limits, labels=labels,
+                      propagate=args.propagate, score_threshold=args.score_threshold,
+                      tiling=tiling_from_args(args), progress=progress)
+        if runs_on_dask(args):
             return segment_stack_distributed(image, prompts, spec, scheduler=args.scheduler,
                                              n_workers=args.workers, **common)
         return segment_stack(image, prompts, segmenter=worker_segmenter(spec),
                              batch_size=args.batch_size, **common)
-    finally:
-        bar.close()
 
 
 def _summary(args, result, out, layout, labels) -> None:
     n = len(result.slices)
     per_slice = result.seconds / n if n else 0.0
-    where = (f"{args.workers} local workers" if args.workers else
-             f"scheduler {args.scheduler}" if args.scheduler else "1 process")
+    where = where_it_ran(args)
     cache = f" (cache {args.cache})" if args.cache else ""
     print(f"segmented {n} slice{'s' * (n != 1)}, {result.objects} object"
           f"{'s' * (result.objects != 1)} in {result.seconds:.1f} s "

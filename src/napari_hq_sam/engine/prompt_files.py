@@ -41,8 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, MissingFileError
-from .prompts import (
-    ObjectPrompt,
+from .prompt_tables import (
     PromptTable,
     group_prompts,
     object_value,
@@ -50,6 +49,7 @@ from .prompts import (
     points_table,
     shape_box,
 )
+from .prompts import ObjectPrompt
 
 POINT_FEATURES = {"index", "label", "object"}
 SHAPE_COLUMNS = {"index", "shape-type", "vertex-index"}
