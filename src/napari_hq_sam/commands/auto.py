@@ -29,7 +29,7 @@ from ._options import (
     positive_int,
     unit_interval,
 )
-from ._progress import progress_bar, runs_on_dask
+from ._progress import progress_bar, runs_on_dask, where_it_ran
 
 # Config fields exposed as options: (field, flag, type, help).
 _CONFIG_OPTIONS = (
@@ -115,8 +115,9 @@ def run(args) -> int:
         return code
     result, out, seconds = segment_image(args)
     n = len(result.slices)
-    print(f"segmented {n} slices, {result.objects} objects in {seconds:.1f} s "
-          f"({seconds / max(n, 1):.2f} s per slice){cache_report(args)}")
+    print(f"segmented {n} slice{'s' * (n != 1)}, {result.objects} object"
+          f"{'s' * (result.objects != 1)} in {seconds:.1f} s "
+          f"({seconds / max(n, 1):.2f} s per slice, {where_it_ran(args)}){cache_report(args)}")
     print(f"wrote {out}: labels {result.labels.shape} {result.labels.dtype}")
     return 0
 
