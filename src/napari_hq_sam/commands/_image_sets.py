@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import HQSamWarning, InputError
-from ._progress import runs_on_dask, where_it_ran
+from ._progress import quiet_dask_logs, where_it_ran
 
 #: what each subcommand's line counts
 _UNITS = {"segment": "segmented", "auto": "segmented", "embed": "embedded"}
@@ -222,7 +222,7 @@ def _run_on_dask(args, command: str, items: list[_Item]):
     """Outcomes of ``items`` in their order, one Dask task per image."""
     from ..engine.distributed import dask_client
 
-    runs_on_dask(args)  # quiets the nanny's shutdown warnings
+    quiet_dask_logs()
     with dask_client(scheduler=args.scheduler, n_workers=args.workers) as client:
         futures = [client.submit(image_task, command, item, pure=False) for item in items]
         for future in futures:

@@ -11,9 +11,7 @@ def progress_bar(args, desc: str, total: int = 1,
                  unit: str = "it") -> Iterator[Callable[[int, int], None]]:
     """A tqdm bar on stderr (off with ``--quiet``), closed however the run ends.
 
-    Yields the ``progress(done, total)`` callback the engine's runs take; the callback
-    also carries the bar as ``progress.bar``, for a unit chosen once the run's kind is
-    known.
+    Yields the ``progress(done, total)`` callback the engine's runs take.
     """
     from tqdm import tqdm
 
@@ -23,7 +21,6 @@ def progress_bar(args, desc: str, total: int = 1,
         bar.total = total
         bar.update(done - bar.n)
 
-    progress.bar = bar
     try:
         yield progress
     finally:
@@ -31,17 +28,19 @@ def progress_bar(args, desc: str, total: int = 1,
 
 
 def runs_on_dask(args) -> bool:
-    """True when ``--workers`` or ``--scheduler`` asks for Dask.
-
-    Also quiets the ``distributed`` loggers: the nanny warns when it stops its workers
-    at shutdown, which is not news for a user.
-    """
+    """True when ``--workers`` or ``--scheduler`` asks for Dask (its logs then quieted)."""
     if not (args.workers or args.scheduler):
         return False
+    quiet_dask_logs()
+    return True
+
+
+def quiet_dask_logs() -> None:
+    """Errors only from ``distributed``: the nanny warns when it stops its workers at
+    shutdown, which is not news for a user."""
     import logging
 
     logging.getLogger("distributed").setLevel(logging.ERROR)
-    return True
 
 
 def where_it_ran(args) -> str:

@@ -222,14 +222,14 @@ def _segment(args, image, layout, config, limits=None, seeds=None, labels=None):
     from ..engine.everything import segment_everything
 
     spec = model_spec(args)
-    with progress_bar(args, "hqsam auto") as progress:
+    on_dask = runs_on_dask(args)
+    unit = "slice" if on_dask else "batch" if seeds is None else "step"
+    with progress_bar(args, "hqsam auto", unit=unit) as progress:
         common = dict(layout=layout, contrast_limits=limits, stitch=args.stitch,
                       stitch_iou=args.stitch_iou, tiling=tiling_from_args(args), labels=labels,
                       progress=progress)
-        if runs_on_dask(args):
-            progress.bar.unit = "slice"
+        if on_dask:
             return segment_everything_distributed(image, spec, config, n_workers=args.workers,
                                                   scheduler=args.scheduler, **common)
-        progress.bar.unit = "batch" if seeds is None else "step"
         return segment_everything(None, image, config, segmenter=worker_segmenter(spec),
                                   seeds=seeds, seed_box=args.seed_box, **common)
